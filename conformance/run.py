@@ -1,0 +1,252 @@
+"""Run CPython's own concurrent.futures tests with CancellableThreadPoolExecutor swapped in.
+
+Usage (in an environment where cancelpool is installed)::
+
+    python conformance/run.py            # stock run, then swapped run, then compare
+    python conformance/run.py --mode swapped   # one run only (used by the runner itself)
+
+The tests are run where the interpreter installed them; nothing is copied. Where an
+interpreter ships no ``test_concurrent_futures`` (the pyenv builds of 3.11 and 3.12),
+the suite of the nearest older Python found on the machine is used (Debian's
+``libpython3.11-testsuite`` installs 3.11's in ``/usr/lib/python3.11/test``), or the
+directory named by ``$CANCELPOOL_CPYTHON_TESTS``.
+
+Selected: the thread-pool test classes (``ThreadPool*``) and ``FutureTests``; the
+process-pool tests are out of scope. The comparison run decides what must pass: every
+selected test that passes with the stock ``ThreadPoolExecutor`` must pass with ours.
+
+The runner fails loudly (exit 2) if the swap did not take effect: if
+``concurrent.futures.ThreadPoolExecutor`` is not ours after the swap, if any selected
+test class binds another ``executor_type``, or if no child interpreter reported the swap
+although the suite ran tests that start children.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import unittest
+from pathlib import Path
+from typing import Any, Optional
+
+HERE = Path(__file__).resolve().parent
+PTH_NAME = "_cancelpool_conformance.pth"
+PTH_LINE = (
+    "import os, sys; d = os.environ.get('CANCELPOOL_CONFORMANCE_DIR'); "
+    "d and (sys.path.insert(0, d), __import__('_cancelpool_swap'))\n"
+)
+SELECTED_PREFIXES = ("ThreadPool", "FutureTests")
+# Tests that start a child interpreter; the swap must reach it.
+CHILD_TESTS = ("test_interpreter_shutdown", "test_hang_gh83386", "test_cancel_futures_wait_false")
+
+
+class SwapNotInEffect(Exception):
+    """The executor under test is not the one the run claims to test."""
+
+
+def find_suite() -> tuple[str, Optional[str]]:
+    """Return (module name, directory to add to ``test.__path__`` or None)."""
+    override = os.environ.get("CANCELPOOL_CPYTHON_TESTS")
+    candidates: list[Path] = [Path(override)] if override else []
+    # find_spec, not import: importing the suite now would bind the stock class.
+    if not override and importlib.util.find_spec("test.test_concurrent_futures") is not None:
+        return "test.test_concurrent_futures", None
+    major, minor = sys.version_info[:2]
+    for m in range(minor, 8, -1):
+        candidates.append(Path(f"/usr/lib/python{major}.{m}/test"))
+        candidates.append(Path(sys.base_prefix).parent / f"{major}.{m}" / "lib" / f"python{major}.{m}" / "test")
+    for directory in candidates:
+        if (directory / "test_concurrent_futures").is_dir() or (
+            directory / "test_concurrent_futures.py"
+        ).is_file():
+            return "test.test_concurrent_futures", str(directory)
+    raise SystemExit(
+        "no CPython concurrent.futures test suite found for this interpreter; on Debian, "
+        "apt-get install libpython3.11-testsuite, or set CANCELPOOL_CPYTHON_TESTS"
+    )
+
+
+def load_modules(name: str) -> list[Any]:
+    package = importlib.import_module(name)
+    if not hasattr(package, "__path__"):
+        return [package]
+    modules = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("test_"):
+            modules.append(importlib.import_module(f"{name}.{info.name}"))
+    return modules
+
+
+def selected_suite(modules: list[Any]) -> tuple[unittest.TestSuite, list[type]]:
+    loader = unittest.TestLoader()
+    suite = unittest.TestSuite()
+    classes = []
+    for module in modules:
+        for attr in sorted(vars(module)):
+            obj = getattr(module, attr)
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, unittest.TestCase)
+                and obj.__module__ == module.__name__
+                and obj.__name__.startswith(SELECTED_PREFIXES)
+            ):
+                classes.append(obj)
+                suite.addTests(loader.loadTestsFromTestCase(obj))
+    return suite, classes
+
+
+def run_once(mode: str, report: Path) -> int:
+    """Run the selected tests in this process; write the outcome per test to *report*."""
+    module_name, suite_dir = find_suite()
+    swapped = mode == "swapped"
+    log = Path(tempfile.mkstemp(prefix="cancelpool-swap-", suffix=".log")[1])
+    os.environ["CANCELPOOL_CONFORMANCE_LOG"] = str(log)
+    if suite_dir:
+        os.environ["CANCELPOOL_CONFORMANCE_SUITE_DIR"] = suite_dir
+    if swapped:
+        os.environ["CANCELPOOL_CONFORMANCE_SWAP"] = "1"
+    os.environ["CANCELPOOL_CONFORMANCE_DIR"] = str(HERE)
+    sys.path.insert(0, str(HERE))
+    importlib.import_module("_cancelpool_swap")
+
+    import concurrent.futures
+
+    from cancelpool import CancellableThreadPoolExecutor
+
+    expected = CancellableThreadPoolExecutor if swapped else concurrent.futures.thread.ThreadPoolExecutor
+    if concurrent.futures.ThreadPoolExecutor is not expected:
+        raise SwapNotInEffect(f"concurrent.futures.ThreadPoolExecutor is {concurrent.futures.ThreadPoolExecutor!r}")
+
+    modules = load_modules(module_name)
+    suite, classes = selected_suite(modules)
+    for cls in classes:
+        bound = getattr(cls, "executor_type", expected)
+        if bound is not expected:
+            raise SwapNotInEffect(f"{cls.__name__}.executor_type is {bound!r}, expected {expected!r}")
+
+    # Collected before the run: a TestSuite drops its tests as it runs them.
+    outcomes: dict[str, str] = dict.fromkeys((t.id() for t in _iter_tests(suite)), "passed")
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    for test, _ in result.failures:
+        outcomes[test.id()] = "failed"
+    for test, _ in result.errors:
+        outcomes[test.id()] = "error"
+    for test, _ in result.skipped:
+        outcomes[test.id()] = "skipped"
+    for test, _ in result.expectedFailures:
+        outcomes[test.id()] = "xfail"
+    for test in result.unexpectedSuccesses:
+        outcomes[test.id()] = "xpass"
+    children = [line for line in log.read_text().splitlines() if line.split()[0] != str(os.getpid())]
+    log.unlink()
+    ran_child_tests = [
+        t for t in outcomes if t.rsplit(".", 1)[-1] in CHILD_TESTS and outcomes[t] != "skipped"
+    ]
+    if swapped and ran_child_tests and not children:
+        raise SwapNotInEffect(f"{len(ran_child_tests)} tests started child interpreters, none swapped")
+    report.write_text(
+        json.dumps(
+            {
+                "mode": mode,
+                "suite": suite_dir or module_name,
+                "outcomes": outcomes,
+                "children_swapped": len(children),
+            }
+        )
+    )
+    return 0
+
+
+def _iter_tests(suite: unittest.TestSuite) -> list[unittest.TestCase]:
+    tests = []
+    for item in suite:
+        if isinstance(item, unittest.TestSuite):
+            tests.extend(_iter_tests(item))
+        else:
+            tests.append(item)
+    return tests
+
+
+def run_child(mode: str) -> dict[str, Any]:
+    report = Path(tempfile.mkstemp(prefix=f"cancelpool-{mode}-", suffix=".json")[1])
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--mode", mode, "--report", str(report)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+    )
+    data: dict[str, Any] = json.loads(report.read_text()) if report.stat().st_size else {}
+    report.unlink()
+    data["seconds"] = time.monotonic() - started
+    data["returncode"] = proc.returncode
+    data["output"] = proc.stdout
+    return data
+
+
+def install_pth() -> Path:
+    pth = Path(sysconfig.get_path("purelib")) / PTH_NAME
+    pth.write_text(PTH_LINE)
+    return pth
+
+
+def compare() -> int:
+    pth = install_pth()
+    try:
+        stock = run_child("stock")
+        swapped = run_child("swapped")
+    finally:
+        pth.unlink()
+    version = "%d.%d.%d" % sys.version_info[:3]
+    for data in (stock, swapped):
+        if data["returncode"] != 0 or "outcomes" not in data:
+            print(data["output"])
+            print(f"conformance {version}: the {data.get('mode', '?')} run crashed (exit {data['returncode']})")
+            return 2
+    must_pass = sorted(t for t, o in stock["outcomes"].items() if o == "passed")
+    regressions = [t for t in must_pass if swapped["outcomes"].get(t) != "passed"]
+    if regressions:
+        print(swapped["output"])
+    print(f"conformance {version}: suite {swapped['suite']}")
+    print(
+        f"  stock ThreadPoolExecutor:        {len(must_pass)} of {len(stock['outcomes'])} selected "
+        f"tests pass ({stock['seconds']:.1f}s)"
+    )
+    passed = len(must_pass) - len(regressions)
+    print(
+        f"  CancellableThreadPoolExecutor:   {passed} of those {len(must_pass)} pass "
+        f"({swapped['seconds']:.1f}s); swap confirmed in {swapped['children_swapped']} child "
+        "interpreters"
+    )
+    for t in regressions:
+        print(f"  REGRESSION {t}: {swapped['outcomes'].get(t, 'missing')}")
+    print(f"conformance: {passed} passed, {len(regressions)} failed")
+    return 1 if regressions else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("stock", "swapped"))
+    parser.add_argument("--report", type=Path)
+    args = parser.parse_args()
+    if args.mode is None:
+        return compare()
+    try:
+        return run_once(args.mode, args.report or Path(os.devnull))
+    except SwapNotInEffect as exc:
+        print(f"SWAP NOT IN EFFECT: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""cancelpool: a drop-in ``ThreadPoolExecutor`` whose futures stop running tasks.
+
+Python cannot stop a thread from outside. cancelpool gives every task a stop token that
+``future.cancel()`` sets even while the task runs; the task's code checks it, sleeps on
+it, or registers a callback on it::
+
+    from cancelpool import CancellableThreadPoolExecutor, current_token
+
+    def crawl(urls):
+        token = current_token()
+        for url in urls:
+            token.raise_if_cancelled()
+            fetch(url)
+
+    with CancellableThreadPoolExecutor(max_workers=8) as ex:
+        fut = ex.submit(crawl, urls)
+        fut.cancel()                 # True, although crawl is running
+        fut.wait_stopped(timeout=1)  # True once crawl's code has returned
+"""
+
+from __future__ import annotations
+
+from ._current import checkpoint, current_token, current_token_or_none
+from ._exceptions import TaskCancelled
+from ._executor import CancellableThreadPoolExecutor
+from ._future import CancellableFuture, TaskState
+from ._stats import ExecutorStatistics
+from ._token import CallbackHandle, CancelToken
+from ._version import __version__
+
+__all__ = (
+    "CallbackHandle",
+    "CancelToken",
+    "CancellableFuture",
+    "CancellableThreadPoolExecutor",
+    "ExecutorStatistics",
+    "TaskCancelled",
+    "TaskState",
+    "__version__",
+    "checkpoint",
+    "current_token",
+    "current_token_or_none",
+)
+
+# Reprs, tracebacks and pickles name the public module, not the private one.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("cancelpool._"):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -1,0 +1,67 @@
+"""Which task is running on this thread: ``current_token()`` and friends.
+
+A worker sets the thread-local slot right before it calls the task's function and clears
+it right after, before it touches the future, so done-callbacks that run in the worker
+never see the finished task's token.
+
+Why a thread-local and not a ``contextvars.ContextVar``: a context is copied into other
+threads (``asyncio.to_thread``, ``contextvars.copy_context().run`` in user thread pools),
+and a copied token would make work that the task hands to another executor stop when the
+task is cancelled. Cancellation of such work is opt-in and explicit, never leaked.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+from ._token import CancelToken
+
+__all__ = ("checkpoint", "current_token", "current_token_or_none")
+
+
+class _Slot(threading.local):
+    token: Optional[CancelToken] = None
+
+
+_slot = _Slot()
+
+
+def current_token() -> CancelToken:
+    """Return the stop token of the task running on this thread.
+
+    Returns:
+        The token of the cancelpool task whose code is calling.
+
+    Raises:
+        RuntimeError: not called from inside a task run by a
+            ``CancellableThreadPoolExecutor``. Code that runs both inside and outside
+            tasks should call :func:`current_token_or_none` or :func:`checkpoint`.
+    """
+    token = _slot.token
+    if token is None:
+        raise RuntimeError(
+            "current_token() was called outside a cancelpool task (thread "
+            f"{threading.current_thread().name!r}); call it from a function submitted to "
+            "a CancellableThreadPoolExecutor, or use current_token_or_none() in code that "
+            "also runs elsewhere"
+        )
+    return token
+
+
+def current_token_or_none() -> Optional[CancelToken]:
+    """Return the running task's stop token, or None outside a cancelpool task."""
+    return _slot.token
+
+
+def checkpoint() -> None:
+    """Raise :class:`TaskCancelled` if the running task was asked to stop.
+
+    Outside a cancelpool task it does nothing, so library code can call it freely.
+
+    Raises:
+        TaskCancelled: the running task's token is cancelled.
+    """
+    token = _slot.token
+    if token is not None:
+        token.raise_if_cancelled()

@@ -1,0 +1,361 @@
+"""``CancellableThreadPoolExecutor``: the stdlib thread pool, with futures that stop tasks.
+
+What we override and why (everything else is inherited):
+
+``__init__``
+    validates its arguments, then lets the stdlib set every attribute that stdlib code
+    and third-party code read (``_max_workers``, ``_threads``, ``_work_queue``,
+    ``_shutdown``, ``_shutdown_lock``, ``_idle_semaphore``, ``_broken``, ...).
+``submit``
+    makes a ``CancellableFuture`` bound to the task; rejects a non-callable ``fn``.
+``_adjust_thread_count``, ``_initializer_failed``
+    start our ``WorkerThread`` instead of the stdlib's ``_worker``; fail queued futures
+    through their state machine, outside the executor's lock.
+``shutdown``
+    adds ``timeout=`` and ``cancel_running=``, and returns the tasks still running.
+``map``
+    cancels the remaining futures, running ones included, when the iterator stops early,
+    on every Python version (the stdlib cancels only pending ones, and before 3.12 not
+    the one it was waiting on).
+
+Locking protocol
+----------------
+``_shutdown_lock`` (the stdlib's) guards ``_shutdown``, ``_broken``, the queue draining
+in ``shutdown()``/``_initializer_failed()`` and worker creation. ``submit`` holds it and,
+inside it, ``_worker.global_shutdown_lock``. No future transition, and so no user
+callback, runs under either: items are drained under the lock and failed or cancelled
+after it is released, so a done-callback may call ``submit()`` without deadlocking.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+
+from . import _worker
+from ._compat import BrokenThreadPool
+from ._future import CancellableFuture, TaskState, _Event
+from ._stats import ExecutorStatistics, TaskCounts
+from ._validate import check_bool, check_callable, check_timeout
+from ._worker import WorkerThread, WorkItem
+
+if TYPE_CHECKING:
+    from typing_extensions import ParamSpec
+
+    P = ParamSpec("P")
+
+__all__ = ("CancellableThreadPoolExecutor",)
+
+T = TypeVar("T")
+
+
+class CancellableThreadPoolExecutor(ThreadPoolExecutor):
+    """A ``ThreadPoolExecutor`` whose futures can stop tasks that are already running.
+
+    A drop-in replacement: code written for ``concurrent.futures.ThreadPoolExecutor``
+    works unchanged, and CPython's own ``concurrent.futures`` thread-pool tests pass with
+    this class swapped in. Each task runs with its own stop token
+    (:func:`cancelpool.current_token`); ``future.cancel()`` sets it when the task is
+    running, and the task stops when its code next checks. Python has no way to stop a
+    thread from outside, so a task that never checks its token runs to its end (its
+    outcome is then dropped, as its future is already cancelled).
+
+    Differences from ``ThreadPoolExecutor``:
+
+    * ``submit()`` returns a :class:`CancellableFuture`, whose ``cancel()`` also stops
+      running tasks (see there), and raises ``TypeError`` at once for a non-callable
+      ``fn`` (the stdlib fails the future later).
+    * ``shutdown()`` takes ``timeout=`` and ``cancel_running=`` and returns the futures
+      whose tasks are still running; ``shutdown(cancel_futures=True, timeout=T)`` cancels
+      running tasks too.
+    * When a ``map()`` result iterator raises or is closed early, it cancels the
+      remaining futures, running ones included.
+    * ``statistics()`` returns a snapshot of the tasks by state.
+    * Constructor arguments of the wrong type raise ``TypeError`` naming the argument.
+    * Worker threads are daemon threads that the executor's own exit hook joins, as the
+      stdlib's hook joins its workers: queued work still completes at interpreter exit.
+
+    Args:
+        max_workers: The most threads to run tasks in; None picks the stdlib's default
+            for this Python (``min(32, cpu count + 4)``).
+        thread_name_prefix: Prefix of the worker threads' names.
+        initializer: Called with *initargs* at the start of each worker thread; if it
+            raises, the pool is broken, as in the stdlib.
+        initargs: Arguments for *initializer*.
+
+    Raises:
+        TypeError: an argument has the wrong type.
+        ValueError: *max_workers* is not greater than 0.
+    """
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        thread_name_prefix: str = "",
+        initializer: Optional[Callable[..., object]] = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> None:
+        if max_workers is not None:
+            if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+                raise TypeError(f"max_workers must be an int or None, got {max_workers!r}")
+            if max_workers <= 0:
+                raise ValueError(f"max_workers must be greater than 0, got {max_workers!r}")
+        if not isinstance(thread_name_prefix, str):
+            raise TypeError(f"thread_name_prefix must be a str, got {thread_name_prefix!r}")
+        if initializer is not None:
+            check_callable("initializer", initializer)
+        if not isinstance(initargs, tuple):
+            raise TypeError(f"initargs must be a tuple, got {initargs!r}")
+        super().__init__(max_workers, thread_name_prefix, initializer, initargs)
+        self._counts = TaskCounts(TaskState)
+        # Set by shutdown(cancel_running=True): the reason to cancel any task a worker
+        # takes from now on with. Read by workers without a lock (see _worker).
+        self._stop_new_tasks: Optional[str] = None
+        # Worker names count up, so a name is never reused within one executor.
+        self._worker_numbers = itertools.count()
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(  # type: ignore[override]  # returns the subclass CancellableFuture
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> CancellableFuture[T]:
+        """Schedule ``fn(*args, **kwargs)`` and return a :class:`CancellableFuture`.
+
+        Inside the call, :func:`cancelpool.current_token` returns the task's stop token.
+
+        Returns:
+            The future of the call.
+
+        Raises:
+            TypeError: *fn* is not callable.
+            RuntimeError: the executor was shut down, or the interpreter is exiting.
+            concurrent.futures.thread.BrokenThreadPool: a worker's initializer failed.
+        """
+        check_callable("fn", fn)
+        with self._shutdown_lock, _worker.global_shutdown_lock:
+            if self._broken:
+                raise BrokenThreadPool(self._broken)
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if _worker.is_global_shutdown():
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            future: CancellableFuture[T] = CancellableFuture._for_task(self._counts)
+            self._work_queue.put(WorkItem(future, fn, args, kwargs))  # type: ignore[arg-type]
+            self._adjust_thread_count()
+            return future
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: Optional[float] = None,
+        chunksize: int = 1,
+    ) -> Iterator[T]:
+        """Return an iterator equivalent to ``map(fn, *iterables)``, calls run in the pool.
+
+        As the stdlib: every call is submitted before this returns, results come in input
+        order, *timeout* bounds the whole iteration, *chunksize* is ignored. In addition,
+        when the iterator raises (a call's exception, ``TimeoutError``) or is closed or
+        dropped before the end, every future it has not yielded yet is cancelled with
+        reason ``"map"``, running ones included.
+
+        Raises:
+            TypeError: *fn* is not callable, or *timeout* not a number.
+            ValueError: *timeout* is negative or NaN.
+        """
+        check_callable("fn", fn)
+        seconds = check_timeout("timeout", timeout)
+        end_time = None if seconds is None else seconds + time.monotonic()
+        futures: list[CancellableFuture[T]] = []
+        try:
+            for args in zip(*iterables):
+                futures.append(self.submit(fn, *args))
+        except BaseException:
+            for future in futures:
+                future.cancel(reason="map")
+            raise
+        return _map_results(futures, end_time)
+
+    def _adjust_thread_count(self) -> None:
+        # The stdlib's policy: reuse an idle worker if there is one, else start one
+        # while below max_workers.
+        if self._idle_semaphore.acquire(timeout=0):
+            return
+
+        # When the executor is collected, wake the workers so they exit.
+        def weakref_cb(_: object, q: queue.SimpleQueue[Any] = self._work_queue) -> None:
+            q.put(None)
+
+        if len(self._threads) < self._max_workers:
+            name = f"{self._thread_name_prefix or self}_{next(self._worker_numbers)}"
+            worker = WorkerThread(
+                name,
+                weakref.ref(self, weakref_cb),
+                self._work_queue,  # type: ignore[arg-type]
+                self._initializer,  # type: ignore[attr-defined]
+                self._initargs,  # type: ignore[attr-defined]
+            )
+            worker.start()
+            self._threads.add(worker)
+
+    def _initializer_failed(self) -> None:
+        with self._shutdown_lock:
+            self._broken = "A thread initializer failed, the thread pool is not usable anymore"
+            items = self._drain_queue()
+        for item in items:
+            item.future._transition(_Event.DROP, exception=BrokenThreadPool(self._broken))
+
+    def _drain_queue(self) -> list[WorkItem]:
+        """Take every queued item off the queue. Call under ``_shutdown_lock``."""
+        items = []
+        while True:
+            try:
+                item = self._work_queue.get_nowait()
+            except queue.Empty:
+                return items
+            if item is not None:
+                items.append(item)
+
+    # ------------------------------------------------------------------ shutting down
+
+    def shutdown(  # type: ignore[override]  # returns the tasks still running
+        self,
+        wait: bool = True,
+        *,
+        cancel_futures: bool = False,
+        timeout: Optional[float] = None,
+        cancel_running: Optional[bool] = None,
+    ) -> tuple[CancellableFuture[Any], ...]:
+        """Stop accepting tasks, optionally cancel them, and wait for the workers.
+
+        Safe to call more than once. With the stdlib's arguments it does what the stdlib
+        does: ``cancel_futures=True`` cancels the tasks that have not started and lets
+        running ones finish.
+
+        Args:
+            wait: Wait for the workers to finish their tasks and exit (bounded by
+                *timeout*).
+            cancel_futures: Cancel every task that has not started (reason
+                ``"shutdown"``). Combined with *timeout*, also cancel running tasks.
+            timeout: The most seconds to wait; None waits as long as it takes. Only
+                meaningful with ``wait=True``.
+            cancel_running: Cancel the tasks that are running (reason ``"shutdown"``), and
+                any that a worker takes from now on. Default: ``cancel_futures and timeout
+                is not None``. Pass True to ask for it without a timeout.
+
+        Returns:
+            The futures of the tasks whose code was still running when the call returned:
+            empty when every worker was done. A cancelled task that has not yet noticed
+            its token is in this tuple with ``task_state`` ``STOPPING``. Tasks still
+            queued (``cancel_futures=False``) are not; ``statistics().pending`` counts
+            them.
+
+        Raises:
+            TypeError: *timeout* or *cancel_running* has the wrong type.
+            ValueError: *timeout* is negative or NaN, or given with ``wait=False``.
+        """
+        seconds = check_timeout("timeout", timeout)
+        if cancel_running is None:
+            cancel_running = bool(cancel_futures) and seconds is not None
+        check_bool("cancel_running", cancel_running)
+        if seconds is not None and not wait:
+            raise ValueError(f"timeout={timeout!r} needs wait=True: nothing waits with wait=False")
+        deadline = None if seconds is None else time.monotonic() + seconds
+        with self._shutdown_lock:
+            self._shutdown = True
+            if cancel_running:
+                # Before the scan below: see WorkerThread.run_task.
+                self._stop_new_tasks = "shutdown"
+            dropped = self._drain_queue() if cancel_futures else []
+            # Wake workers blocked on the queue so they see _shutdown and exit.
+            self._work_queue.put(None)
+        for item in dropped:
+            item.future._transition(_Event.DROP, reason="shutdown")
+        workers = list(self._threads)
+        if cancel_running:
+            for worker in workers:
+                future = worker.current  # type: ignore[attr-defined]
+                if future is not None:
+                    future.cancel(reason="shutdown")
+        if wait:
+            me = threading.current_thread()
+            for worker in workers:
+                if worker is me:  # shutdown() from inside a task: it cannot join itself
+                    continue
+                if deadline is None:
+                    worker.join()
+                else:
+                    worker.join(max(0.0, deadline - time.monotonic()))
+        return self._still_running(workers)
+
+    @staticmethod
+    def _still_running(workers: list[threading.Thread]) -> tuple[CancellableFuture[Any], ...]:
+        running = []
+        for worker in workers:
+            future = worker.current  # type: ignore[attr-defined]
+            if future is not None and not future.wait_stopped(0):
+                running.append(future)
+        return tuple(running)
+
+    # ------------------------------------------------------------------ introspection
+
+    def statistics(self) -> ExecutorStatistics:
+        """Return a snapshot of this executor's tasks by state, taken under one lock."""
+        by_state, failed = self._counts.snapshot()
+        return ExecutorStatistics(
+            max_workers=self._max_workers,
+            workers=sum(1 for worker in list(self._threads) if worker.is_alive()),
+            submitted=sum(by_state.values()),
+            pending=by_state[TaskState.PENDING],
+            running=by_state[TaskState.RUNNING],
+            completed=by_state[TaskState.FINISHED] - failed,
+            failed=failed,
+            cancelled=(
+                by_state[TaskState.CANCELLED]
+                + by_state[TaskState.STOPPING]
+                + by_state[TaskState.STOPPED]
+            ),
+            stopping=by_state[TaskState.STOPPING],
+        )
+
+    def __repr__(self) -> str:
+        stats = self.statistics()
+        state = "shut down" if self._shutdown else "open"
+        if self._broken:
+            state = "broken"
+        return (
+            f"<{type(self).__name__} {self._thread_name_prefix!r} {state}"
+            f" max_workers={stats.max_workers} workers={stats.workers}"
+            f" pending={stats.pending} running={stats.running} stopping={stats.stopping}>"
+        )
+
+
+def _map_results(futures: list[CancellableFuture[T]], end_time: Optional[float]) -> Iterator[T]:
+    """Yield the results of *futures* in order; cancel the rest if stopped early."""
+    # A generator of its own, so that map() submits everything before the caller
+    # asks for the first result.
+    try:
+        futures.reverse()  # pop() from the end keeps input order
+        while futures:
+            timeout = None if end_time is None else end_time - time.monotonic()
+            yield _result_or_cancel(futures.pop(), timeout)
+    finally:
+        for future in futures:
+            future.cancel(reason="map")
+
+
+def _result_or_cancel(future: CancellableFuture[T], timeout: Optional[float]) -> T:
+    try:
+        try:
+            return future.result(timeout)
+        finally:
+            future.cancel(reason="map")
+    finally:
+        # Break a reference cycle with the exception in future._exception (as stdlib).
+        del future

@@ -1,0 +1,47 @@
+"""Argument checks at the public boundary, each one line of message that names the value.
+
+``TypeError`` for a value of the wrong type, ``ValueError`` for a value of the right type
+that is out of range, as the stdlib does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+__all__ = ("check_bool", "check_callable", "check_reason", "check_timeout")
+
+
+def check_timeout(name: str, value: object) -> Optional[float]:
+    """Return *value* as a float, or None; reject bools, non-numbers, NaN and negatives."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
+    seconds = float(value)
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"{name} must be >= 0 or None, got {value!r}")
+    return seconds
+
+
+def check_callable(name: str, value: object) -> Callable[..., Any]:
+    """Return *value* if it is callable, else raise ``TypeError`` naming it."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return *value* if it is a bool, else raise ``TypeError`` naming it."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_reason(value: object) -> str:
+    """Return *value* if it is a non-empty str, else raise naming it."""
+    if not isinstance(value, str):
+        raise TypeError(f"reason must be a str, got {value!r}")
+    if not value:
+        raise ValueError("reason must be a non-empty str, got ''")
+    return value

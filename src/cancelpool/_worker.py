@@ -1,0 +1,225 @@
+"""Worker threads: the loop that runs tasks, and what happens to workers at exit.
+
+We own the worker loop instead of reusing ``concurrent.futures.thread._worker``: the
+stdlib's loop calls ``_WorkItem.run()``, which sets the result on the future without
+asking whether a stop was requested, and its exit hook joins every worker without
+limit. The loop below has the shape of the 3.13 one on every version (it marks itself
+idle only when the queue is empty, gh-115634), and differs in three things:
+
+* it records on the thread which future it is running (``current``), so that
+  ``shutdown()`` can find running tasks and cancel them;
+* it sets the thread-local token slot around the call to the task's function, and
+  clears it before the future is touched;
+* it reports the outcome through the future's state machine, which drops the outcome of
+  a task whose future was cancelled while it ran.
+
+Exit
+----
+The stdlib registers ``_python_exit`` with ``threading._register_atexit`` to wake its
+workers and join them before the interpreter finalizes, so queued work still completes
+at exit. We do the same for our workers with our own hook and flag, and keep our workers
+out of the stdlib's registry. Our workers are daemon threads (where the interpreter
+allows them) so that a worker our hook does not join never blocks exit; today the hook
+joins every live worker, as the stdlib does.
+
+Locking protocol
+----------------
+``_global_shutdown_lock`` guards ``_global_shutdown`` and ``_live_workers``; ``submit``
+holds it (inside the executor's ``_shutdown_lock``) so that no task is queued after the
+exit hook has run. A worker's ``current`` is written only by that worker and read
+without a lock by ``shutdown()``; see ``WorkerThread.run_task`` for the ordering that
+makes a racing ``shutdown(cancel_running=True)`` never miss a task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from ._compat import daemon_threads_allowed, register_atexit
+from ._current import _slot
+from ._future import CancellableFuture, _Event
+
+if TYPE_CHECKING:
+    from ._executor import CancellableThreadPoolExecutor
+
+__all__ = ("WorkItem", "WorkerThread", "global_shutdown_lock", "is_global_shutdown")
+
+# The stdlib's logger, for the events the stdlib logs (initializer and worker failures):
+# logging configured for concurrent.futures keeps working with the drop-in.
+FUTURES_LOGGER = logging.getLogger("concurrent.futures")
+
+# Workers of every executor, with their executor's queue, for the exit hook. Weak keys:
+# a worker that has exited and been dropped by its executor leaves on its own.
+_live_workers: weakref.WeakKeyDictionary[WorkerThread, queue.SimpleQueue[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_global_shutdown = False
+# Guards _global_shutdown and _live_workers (see the module docstring).
+global_shutdown_lock = threading.Lock()
+
+
+def is_global_shutdown() -> bool:
+    """Whether the interpreter is exiting (our exit hook has run)."""
+    return _global_shutdown
+
+
+def _python_exit() -> None:
+    global _global_shutdown  # noqa: PLW0603 - module state, as in concurrent.futures.thread
+    with global_shutdown_lock:
+        _global_shutdown = True
+        items = list(_live_workers.items())
+    for _, work_queue in items:
+        work_queue.put(None)
+    for worker, _ in items:
+        worker.join()
+
+
+register_atexit(_python_exit)
+if hasattr(os, "register_at_fork"):
+    # A fork while another thread holds the lock would leave it held forever in the
+    # child (bpo-45021); the stdlib does the same for its own lock.
+    # The hooks look the lock up at call time: the child replaces it.
+    os.register_at_fork(
+        before=lambda: global_shutdown_lock.acquire(),
+        after_in_child=lambda: _reinit_lock(),
+        after_in_parent=lambda: global_shutdown_lock.release(),
+    )
+
+
+def _reinit_lock() -> None:
+    global global_shutdown_lock  # noqa: PLW0603 - the child needs a fresh, unheld lock
+    global_shutdown_lock = threading.Lock()
+
+
+class WorkItem:
+    """A queued call. The attribute names are the stdlib ``_WorkItem``'s."""
+
+    __slots__ = ("args", "fn", "future", "kwargs")
+
+    def __init__(
+        self,
+        future: CancellableFuture[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+
+
+class WorkerThread(threading.Thread):
+    """One worker of a ``CancellableThreadPoolExecutor``.
+
+    It holds only a weak reference to its executor, so an executor that is dropped
+    without ``shutdown()`` is collected, and its weakref callback wakes the workers to
+    exit, as in the stdlib.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        executor_ref: weakref.ref[CancellableThreadPoolExecutor],
+        work_queue: queue.SimpleQueue[Optional[WorkItem]],
+        initializer: Optional[Callable[..., object]],
+        initargs: tuple[Any, ...],
+    ) -> None:
+        super().__init__(name=name, daemon=daemon_threads_allowed())
+        self._executor_ref = executor_ref
+        self._work_queue = work_queue
+        self._initializer = initializer
+        self._initargs = initargs
+        #: The future whose task this worker has taken, until its code has stopped.
+        self.current: Optional[CancellableFuture[Any]] = None
+
+    def start(self) -> None:
+        """Start the thread and register it for the exit hook."""
+        super().start()
+        _live_workers[self] = self._work_queue
+
+    def run(self) -> None:
+        """The worker loop (see the module docstring)."""
+        if self._initializer is not None and not self._initialize():
+            return
+        try:
+            self._loop()
+        except BaseException:
+            # Only a bug in cancelpool gets here: task outcomes, including
+            # BaseExceptions, end up on futures. Same policy as the stdlib's worker.
+            FUTURES_LOGGER.critical("Exception in worker %s", self.name, exc_info=True)
+
+    def _initialize(self) -> bool:
+        assert self._initializer is not None
+        try:
+            self._initializer(*self._initargs)
+        except BaseException:
+            FUTURES_LOGGER.critical("Exception in initializer:", exc_info=True)
+            executor = self._executor_ref()
+            if executor is not None:
+                executor._initializer_failed()
+            return False
+        return True
+
+    def _loop(self) -> None:
+        work_queue = self._work_queue
+        while True:
+            try:
+                item = work_queue.get_nowait()
+            except queue.Empty:
+                # Idle: let submit() reuse this thread instead of starting another.
+                executor = self._executor_ref()
+                if executor is not None:
+                    executor._idle_semaphore.release()
+                del executor
+                item = work_queue.get(block=True)
+
+            if item is not None:
+                self.run_task(item)
+                # Drop the references to the task's function and arguments now,
+                # not when the next item arrives (GH-60488).
+                del item
+                continue
+
+            executor = self._executor_ref()
+            # Exit if the interpreter is exiting, or the executor was collected or
+            # shut down; pass the wake-up on to the next worker.
+            if _global_shutdown or executor is None or executor._shutdown:
+                if executor is not None:
+                    executor._shutdown = True
+                work_queue.put(None)
+                return
+            del executor
+
+    def run_task(self, item: WorkItem) -> None:
+        """Run one task, report its outcome to its future, and clear the references."""
+        future = item.future
+        # Publish the future *before* reading the stop-new-tasks flag; shutdown() sets
+        # the flag *before* it scans ``current``. Whatever the interleaving, one of the
+        # two sides sees the other, so a task taken during shutdown(cancel_running=True)
+        # is cancelled by the worker or by shutdown(), never missed.
+        self.current = future
+        executor = self._executor_ref()
+        stop_reason = None if executor is None else executor._stop_new_tasks
+        del executor
+        if stop_reason is not None:
+            future.cancel(reason=stop_reason)
+        if not future._transition(_Event.TAKE):
+            self.current = None
+            return
+        _slot.token = future._token
+        try:
+            result = item.fn(*item.args, **item.kwargs)
+        except BaseException as exc:
+            _slot.token = None
+            future._transition(_Event.COMPLETE, exception=exc)
+        else:
+            _slot.token = None
+            future._transition(_Event.COMPLETE, result=result)
+        finally:
+            self.current = None

@@ -1,0 +1,76 @@
+"""Shared fixtures: executors of both classes, a thread-leak guard, bounded waits."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import pytest
+
+from cancelpool import CancellableThreadPoolExecutor
+
+#: Every blocking wait in a test is bounded by this; a hang becomes a failure, not a
+#: frozen CI. Generous: it only has to be finite.
+WAIT = 10.0
+
+#: Multiplies the trial counts of the stress campaigns (CI runs the default, 1).
+STRESS_SCALE = float(os.environ.get("CANCELPOOL_STRESS_SCALE", "1"))
+
+ExecutorClass = Callable[..., ThreadPoolExecutor]
+
+
+@pytest.fixture(params=[ThreadPoolExecutor, CancellableThreadPoolExecutor], ids=["stdlib", "ours"])
+def executor_class(request: pytest.FixtureRequest) -> ExecutorClass:
+    """Both classes, for tests of behaviour the drop-in must share with the stdlib."""
+    cls: ExecutorClass = request.param
+    return cls
+
+
+@pytest.fixture
+def executor() -> Iterator[CancellableThreadPoolExecutor]:
+    """A four-worker executor, shut down (without hanging) after the test."""
+    ex = CancellableThreadPoolExecutor(max_workers=4)
+    try:
+        yield ex
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True, timeout=WAIT)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Fail a test that leaves threads running after it (waits for exiting workers)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + WAIT
+    leaked: list[threading.Thread] = []
+    while time.monotonic() < deadline:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked:
+            return
+        leaked[0].join(0.05)
+    pytest.fail(f"threads outlived the test: {[t.name for t in leaked]}")
+
+
+@pytest.fixture(autouse=True)
+def _restore_switch_interval() -> Iterator[None]:
+    interval = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(interval)
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Block until *predicate()* is true; fail the test after *timeout* seconds.
+
+    For states with no event to wait on (a thread having exited). Polls with a short
+    sleep, and never decides an outcome by sleeping: it only waits for one.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.001)
