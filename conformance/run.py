@@ -49,7 +49,7 @@ SELECTED_PREFIXES = ("ThreadPool", "FutureTests")
 CHILD_TESTS = ("test_interpreter_shutdown", "test_hang_gh83386", "test_cancel_futures_wait_false")
 
 
-class SwapNotInEffect(Exception):
+class SwapNotInEffectError(Exception):
     """The executor under test is not the one the run claims to test."""
 
 
@@ -63,7 +63,9 @@ def find_suite() -> tuple[str, Optional[str]]:
     major, minor = sys.version_info[:2]
     for m in range(minor, 8, -1):
         candidates.append(Path(f"/usr/lib/python{major}.{m}/test"))
-        candidates.append(Path(sys.base_prefix).parent / f"{major}.{m}" / "lib" / f"python{major}.{m}" / "test")
+        candidates.append(
+            Path(sys.base_prefix).parent / f"{major}.{m}" / "lib" / f"python{major}.{m}" / "test"
+        )
     for directory in candidates:
         if (directory / "test_concurrent_futures").is_dir() or (
             directory / "test_concurrent_futures.py"
@@ -79,11 +81,11 @@ def load_modules(name: str) -> list[Any]:
     package = importlib.import_module(name)
     if not hasattr(package, "__path__"):
         return [package]
-    modules = []
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("test_"):
-            modules.append(importlib.import_module(f"{name}.{info.name}"))
-    return modules
+    return [
+        importlib.import_module(f"{name}.{info.name}")
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.name.startswith("test_")
+    ]
 
 
 def selected_suite(modules: list[Any]) -> tuple[unittest.TestSuite, list[type]]:
@@ -122,16 +124,22 @@ def run_once(mode: str, report: Path) -> int:
 
     from cancelpool import CancellableThreadPoolExecutor
 
-    expected = CancellableThreadPoolExecutor if swapped else concurrent.futures.thread.ThreadPoolExecutor
+    expected = (
+        CancellableThreadPoolExecutor if swapped else concurrent.futures.thread.ThreadPoolExecutor
+    )
     if concurrent.futures.ThreadPoolExecutor is not expected:
-        raise SwapNotInEffect(f"concurrent.futures.ThreadPoolExecutor is {concurrent.futures.ThreadPoolExecutor!r}")
+        raise SwapNotInEffectError(
+            f"concurrent.futures.ThreadPoolExecutor is {concurrent.futures.ThreadPoolExecutor!r}"
+        )
 
     modules = load_modules(module_name)
     suite, classes = selected_suite(modules)
     for cls in classes:
         bound = getattr(cls, "executor_type", expected)
         if bound is not expected:
-            raise SwapNotInEffect(f"{cls.__name__}.executor_type is {bound!r}, expected {expected!r}")
+            raise SwapNotInEffectError(
+                f"{cls.__name__}.executor_type is {bound!r}, expected {expected!r}"
+            )
 
     # Collected before the run: a TestSuite drops its tests as it runs them.
     outcomes: dict[str, str] = dict.fromkeys((t.id() for t in _iter_tests(suite)), "passed")
@@ -146,13 +154,17 @@ def run_once(mode: str, report: Path) -> int:
         outcomes[test.id()] = "xfail"
     for test in result.unexpectedSuccesses:
         outcomes[test.id()] = "xpass"
-    children = [line for line in log.read_text().splitlines() if line.split()[0] != str(os.getpid())]
+    children = [
+        line for line in log.read_text().splitlines() if line.split()[0] != str(os.getpid())
+    ]
     log.unlink()
     ran_child_tests = [
         t for t in outcomes if t.rsplit(".", 1)[-1] in CHILD_TESTS and outcomes[t] != "skipped"
     ]
     if swapped and ran_child_tests and not children:
-        raise SwapNotInEffect(f"{len(ran_child_tests)} tests started child interpreters, none swapped")
+        raise SwapNotInEffectError(
+            f"{len(ran_child_tests)} tests started child interpreters, none swapped"
+        )
     report.write_text(
         json.dumps(
             {
@@ -207,11 +219,12 @@ def compare() -> int:
         swapped = run_child("swapped")
     finally:
         pth.unlink()
-    version = "%d.%d.%d" % sys.version_info[:3]
+    version = ".".join(map(str, sys.version_info[:3]))
     for data in (stock, swapped):
         if data["returncode"] != 0 or "outcomes" not in data:
             print(data["output"])
-            print(f"conformance {version}: the {data.get('mode', '?')} run crashed (exit {data['returncode']})")
+            mode, code = data.get("mode", "?"), data["returncode"]
+            print(f"conformance {version}: the {mode} run crashed (exit {code})")
             return 2
     must_pass = sorted(t for t, o in stock["outcomes"].items() if o == "passed")
     regressions = [t for t in must_pass if swapped["outcomes"].get(t) != "passed"]
@@ -243,7 +256,7 @@ def main() -> int:
         return compare()
     try:
         return run_once(args.mode, args.report or Path(os.devnull))
-    except SwapNotInEffect as exc:
+    except SwapNotInEffectError as exc:
         print(f"SWAP NOT IN EFFECT: {exc}", file=sys.stderr)
         return 2
 

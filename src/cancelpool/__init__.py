@@ -18,8 +18,6 @@ it, or registers a callback on it::
         fut.wait_stopped(timeout=1)  # True once crawl's code has returned
 """
 
-from __future__ import annotations
-
 from ._current import checkpoint, current_token, current_token_or_none
 from ._exceptions import TaskCancelled
 from ._executor import CancellableThreadPoolExecutor

@@ -21,7 +21,7 @@ from __future__ import annotations
 __all__ = ("TaskCancelled",)
 
 
-class TaskCancelled(BaseException):  # noqa: N818 - the name says what happened, like KeyboardInterrupt
+class TaskCancelled(BaseException):
     """Raised inside a task whose stop was requested.
 
     ``token.raise_if_cancelled()``, ``token.sleep()`` and ``cancelpool.checkpoint()`` raise

@@ -34,9 +34,9 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from . import _worker
 from ._compat import BrokenThreadPool
@@ -94,6 +94,12 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         ValueError: *max_workers* is not greater than 0.
     """
 
+    # The stdlib's attributes, typed as this class uses them: typeshed types the queue
+    # for the stdlib's _WorkItem, the threads as a read-only set, _broken as a bool.
+    _work_queue: queue.SimpleQueue[Optional[WorkItem]]  # type: ignore[assignment]
+    _threads: set[WorkerThread]
+    _broken: Union[bool, str]  # type: ignore[assignment]
+
     def __init__(
         self,
         max_workers: Optional[int] = None,
@@ -122,7 +128,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
 
     # ------------------------------------------------------------------ submitting
 
-    def submit(  # type: ignore[override]  # returns the subclass CancellableFuture
+    def submit(
         self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
     ) -> CancellableFuture[T]:
         """Schedule ``fn(*args, **kwargs)`` and return a :class:`CancellableFuture`.
@@ -146,7 +152,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             if _worker.is_global_shutdown():
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             future: CancellableFuture[T] = CancellableFuture._for_task(self._counts)
-            self._work_queue.put(WorkItem(future, fn, args, kwargs))  # type: ignore[arg-type]
+            self._work_queue.put(WorkItem(future, fn, args, kwargs))
             self._adjust_thread_count()
             return future
 
@@ -175,12 +181,13 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         futures: list[CancellableFuture[T]] = []
         try:
             for args in zip(*iterables):
-                futures.append(self.submit(fn, *args))
+                # A loop, not extend(): the except below needs what was submitted.
+                futures.append(self.submit(fn, *args))  # noqa: PERF401
         except BaseException:
             for future in futures:
                 future.cancel(reason="map")
             raise
-        return _map_results(futures, end_time)
+        return _MapIterator(futures, end_time)
 
     def _adjust_thread_count(self) -> None:
         # The stdlib's policy: reuse an idle worker if there is one, else start one
@@ -197,9 +204,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             worker = WorkerThread(
                 name,
                 weakref.ref(self, weakref_cb),
-                self._work_queue,  # type: ignore[arg-type]
-                self._initializer,  # type: ignore[attr-defined]
-                self._initargs,  # type: ignore[attr-defined]
+                self._work_queue,
+                self._initializer,
+                self._initargs,
             )
             worker.start()
             self._threads.add(worker)
@@ -213,7 +220,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
 
     def _drain_queue(self) -> list[WorkItem]:
         """Take every queued item off the queue. Call under ``_shutdown_lock``."""
-        items = []
+        items: list[WorkItem] = []
         while True:
             try:
                 item = self._work_queue.get_nowait()
@@ -280,7 +287,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         workers = list(self._threads)
         if cancel_running:
             for worker in workers:
-                future = worker.current  # type: ignore[attr-defined]
+                future = worker.current
                 if future is not None:
                     future.cancel(reason="shutdown")
         if wait:
@@ -295,10 +302,10 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         return self._still_running(workers)
 
     @staticmethod
-    def _still_running(workers: list[threading.Thread]) -> tuple[CancellableFuture[Any], ...]:
+    def _still_running(workers: list[WorkerThread]) -> tuple[CancellableFuture[Any], ...]:
         running = []
         for worker in workers:
-            future = worker.current  # type: ignore[attr-defined]
+            future = worker.current
             if future is not None and not future.wait_stopped(0):
                 running.append(future)
         return tuple(running)
@@ -336,7 +343,37 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         )
 
 
-def _map_results(futures: list[CancellableFuture[T]], end_time: Optional[float]) -> Iterator[T]:
+class _MapIterator(Iterator[T]):
+    """The iterator ``map()`` returns: the stdlib's generator, with a stronger ``close()``.
+
+    ``close()`` cancels the remaining futures even before the first ``next()``.
+
+    A generator's ``close()`` before its first ``next()`` runs none of its code, so the
+    stdlib's map iterator closed that early leaves every task to run. Dropping the
+    iterator keeps the stdlib's meaning: unstarted, the tasks still run (code relies on
+    ``executor.map(fn, items)`` without iterating); started, the rest are cancelled.
+    """
+
+    __slots__ = ("_futures", "_results")
+
+    def __init__(self, futures: list[CancellableFuture[T]], end_time: Optional[float]) -> None:
+        self._futures = futures
+        self._results = _map_results(futures, end_time)
+
+    def __next__(self) -> T:
+        return next(self._results)
+
+    def close(self) -> None:
+        """Stop iterating: cancel every future not yielded yet (reason ``"map"``)."""
+        self._results.close()
+        for future in self._futures:
+            future.cancel(reason="map")
+        self._futures.clear()
+
+
+def _map_results(
+    futures: list[CancellableFuture[T]], end_time: Optional[float]
+) -> Generator[T, None, None]:
     """Yield the results of *futures* in order; cancel the rest if stopped early."""
     # A generator of its own, so that map() submits everything before the caller
     # asks for the first result.

@@ -250,7 +250,7 @@ class CancellableFuture(Future[T]):
                 if old is TaskState.PENDING:
                     new, answer = TaskState.RUNNING, True
                     self._state = RUNNING
-                elif old is TaskState.CANCELLED:
+                elif old is TaskState.CANCELLED and self._state == CANCELLED:
                     self._notify_cancelled()
                     return False
                 else:
@@ -282,7 +282,7 @@ class CancellableFuture(Future[T]):
                 self._condition.notify_all()
             else:  # _Event.DROP
                 answer = True
-                if old is TaskState.CANCELLED:
+                if old is TaskState.CANCELLED and self._state == CANCELLED:
                     self._notify_cancelled()
                     return True
                 if old is not TaskState.PENDING:
@@ -312,19 +312,19 @@ class CancellableFuture(Future[T]):
     def _notify_cancelled(self) -> None:
         """Under the lock: mark cancelled and tell wait()/as_completed() waiters."""
         self._state = CANCELLED_AND_NOTIFIED
-        for waiter in self._waiters:  # type: ignore[attr-defined]
+        for waiter in self._waiters:
             waiter.add_cancelled(self)
 
     def _set_outcome(self, result: Any, exception: Optional[BaseException]) -> None:
         """Under the lock: what set_result()/set_exception() do, minus the callbacks."""
         self._state = FINISHED
         if exception is None:
-            self._result = result  # type: ignore[attr-defined]
-            for waiter in self._waiters:  # type: ignore[attr-defined]
+            self._result = result
+            for waiter in self._waiters:
                 waiter.add_result(self)
         else:
-            self._exception = exception  # type: ignore[attr-defined]
-            for waiter in self._waiters:  # type: ignore[attr-defined]
+            self._exception = exception
+            for waiter in self._waiters:
                 waiter.add_exception(self)
 
     def _cancel_unbound(self, reason: str) -> bool:

@@ -100,8 +100,6 @@ class CancelToken:
             ValueError: *timeout* is negative or NaN.
         """
         seconds = check_timeout("timeout", timeout)
-        if self._reason is not None:
-            return True
         with _lock:
             if self._reason is not None:
                 return True
@@ -121,9 +119,7 @@ class CancelToken:
             TypeError: *seconds* is not a number.
             ValueError: *seconds* is negative or NaN.
         """
-        if seconds is None:
-            raise TypeError("seconds must be a number of seconds, got None")
-        if self.wait(seconds):
+        if self.wait(check_timeout("seconds", seconds, allow_none=False)):
             raise TaskCancelled(self._reason or "cancel")
 
     def register(self, callback: Callable[[], object]) -> CallbackHandle:

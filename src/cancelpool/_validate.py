@@ -12,15 +12,17 @@ from typing import Any, Callable, Optional
 __all__ = ("check_bool", "check_callable", "check_reason", "check_timeout")
 
 
-def check_timeout(name: str, value: object) -> Optional[float]:
+def check_timeout(name: str, value: object, *, allow_none: bool = True) -> Optional[float]:
     """Return *value* as a float, or None; reject bools, non-numbers, NaN and negatives."""
-    if value is None:
+    if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
+        or_none = " or None" if allow_none else ""
+        raise TypeError(f"{name} must be a number of seconds{or_none}, got {value!r}")
     seconds = float(value)
     if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"{name} must be >= 0 or None, got {value!r}")
+        or_none = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be >= 0{or_none}, got {value!r}")
     return seconds
 
 

@@ -69,7 +69,7 @@ def is_global_shutdown() -> bool:
 
 
 def _python_exit() -> None:
-    global _global_shutdown  # noqa: PLW0603 - module state, as in concurrent.futures.thread
+    global _global_shutdown
     with global_shutdown_lock:
         _global_shutdown = True
         items = list(_live_workers.items())
@@ -92,7 +92,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def _reinit_lock() -> None:
-    global global_shutdown_lock  # noqa: PLW0603 - the child needs a fresh, unheld lock
+    global global_shutdown_lock
     global_shutdown_lock = threading.Lock()
 
 
@@ -215,7 +215,7 @@ class WorkerThread(threading.Thread):
         _slot.token = future._token
         try:
             result = item.fn(*item.args, **item.kwargs)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - any outcome belongs on the future
             _slot.token = None
             future._transition(_Event.COMPLETE, exception=exc)
         else:

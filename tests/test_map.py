@@ -1,0 +1,129 @@
+"""map(): when the result iterator stops early, the remaining work is cancelled."""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+from typing import Any
+
+import pytest
+
+from cancelpool import CancellableThreadPoolExecutor, current_token
+
+from .conftest import WAIT
+
+
+class Tasks:
+    def __init__(self, n_running: int) -> None:
+        self.started = threading.Barrier(n_running + 1, timeout=WAIT)
+        self.stopped: list[Any] = []
+
+    def work(self, item: Any) -> Any:
+        if item == "fail":
+            raise ValueError("bad item")
+        self.started.wait()
+        current_token().wait(WAIT)
+        self.stopped.append(item)
+        current_token().raise_if_cancelled()
+        return item
+
+
+def test_close_cancels_running_and_pending() -> None:
+    tasks = Tasks(n_running=2)
+    ex = CancellableThreadPoolExecutor(max_workers=2)
+    results = ex.map(tasks.work, ["a", "b", "c", "d"])
+    tasks.started.wait()  # a and b are running, c and d queued
+    results.close()  # type: ignore[attr-defined]
+    assert ex.shutdown(timeout=WAIT) == ()
+    assert sorted(tasks.stopped) == ["a", "b"]  # c and d never ran
+    stats = ex.statistics()
+    assert stats.cancelled == 4 and stats.completed == 0
+
+
+def test_exception_cancels_the_rest() -> None:
+    tasks = Tasks(n_running=2)  # "fail" ends at once, then "x" and "y" both run
+    ex = CancellableThreadPoolExecutor(max_workers=2)
+    results = ex.map(tasks.work, ["fail", "x", "y"])
+    tasks.started.wait()
+    with pytest.raises(ValueError, match="bad item"):
+        next(results)
+    assert ex.shutdown(timeout=WAIT) == ()
+    assert ex.statistics().cancelled == 2
+
+
+def test_timeout_cancels_the_awaited_running_future_too() -> None:
+    # Before 3.12 the stdlib's map() leaves the future it timed out on running.
+    tasks = Tasks(n_running=1)
+    ex = CancellableThreadPoolExecutor(max_workers=1)
+    results = ex.map(tasks.work, ["a", "b"], timeout=0)
+    tasks.started.wait()  # "a" is running
+    with pytest.raises(futures.TimeoutError):
+        next(results)
+    assert ex.shutdown(timeout=WAIT) == ()
+    assert tasks.stopped == ["a"]
+    assert ex.statistics().cancelled == 2
+
+
+def test_reason_is_map() -> None:
+    gate = threading.Event()
+    ex = CancellableThreadPoolExecutor(max_workers=1)
+    blocker = ex.submit(gate.wait, WAIT)
+    results = ex.map(int, ["1", "2"], timeout=0)
+    with pytest.raises(futures.TimeoutError):
+        next(results)
+    gate.set()
+    blocker.result(WAIT)
+    ex.shutdown(timeout=WAIT)
+    assert ex.statistics().cancelled == 2
+
+
+def test_submit_failure_cancels_what_map_already_submitted() -> None:
+    gate = threading.Event()
+    ex = CancellableThreadPoolExecutor(max_workers=1)
+    blocker = ex.submit(gate.wait, WAIT)
+
+    def items() -> Any:
+        yield 1
+        yield 2
+        raise RuntimeError("the input iterator broke")
+
+    with pytest.raises(RuntimeError, match="input iterator broke"):
+        ex.map(int, items())
+    gate.set()
+    blocker.result(WAIT)
+    ex.shutdown(timeout=WAIT)
+    stats = ex.statistics()
+    assert stats.cancelled == 2 and stats.completed == 1
+
+
+def test_map_results_of_finished_tasks_are_kept() -> None:
+    with CancellableThreadPoolExecutor(max_workers=2) as ex:
+        fs_results = list(ex.map(lambda x: x * 2, range(100)))
+    assert fs_results == [x * 2 for x in range(100)]
+    assert ex.statistics().completed == 100
+
+
+def test_map_validates_arguments() -> None:
+    with CancellableThreadPoolExecutor(max_workers=1) as ex:
+        with pytest.raises(TypeError, match="fn must be callable, got 3"):
+            ex.map(3, [1])  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="timeout must be >= 0 or None, got -1"):
+            ex.map(int, [1], timeout=-1)
+
+
+def test_dropping_a_started_iterator_cancels_the_rest() -> None:
+    import gc
+
+    tasks = Tasks(n_running=2)
+    ex = CancellableThreadPoolExecutor(max_workers=2)
+    results = ex.map(
+        lambda item: item if item == "first" else tasks.work(item), ["first", "a", "b"]
+    )
+    assert next(results) == "first"
+    tasks.started.wait()  # "a" and "b" are running
+    del results
+    gc.collect()
+    assert ex.shutdown(timeout=WAIT) == ()
+    assert sorted(tasks.stopped) == ["a", "b"]
+    stats = ex.statistics()
+    assert (stats.completed, stats.cancelled) == (1, 2)

@@ -1,0 +1,278 @@
+"""Races forced, not hoped for: cancel against completion, shutdown against submit.
+
+``sys.setswitchinterval(1e-6)`` makes the interpreter switch threads at almost every
+opportunity, so the interleavings the state machine must survive happen thousands of
+times per run. Campaigns have fixed trial counts (times ``CANCELPOOL_STRESS_SCALE``) and a
+time cap, and check invariants on every trial:
+
+* a cancelled future never has a result, a finished one never was cancelled;
+* ``cancel()`` returned True exactly when the future ended cancelled;
+* done-callbacks run exactly once;
+* no worker is lost and the counts add up.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
+from concurrent.futures import CancelledError
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from cancelpool import CancellableFuture, CancellableThreadPoolExecutor, TaskState
+from cancelpool._future import _Event
+from cancelpool._stats import TaskCounts
+
+from .conftest import STRESS_SCALE, WAIT
+
+TIME_CAP = 20.0 * STRESS_SCALE
+
+
+def trials(base: int) -> int:
+    return max(1, int(base * STRESS_SCALE))
+
+
+class CallbackCounter:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        # Keyed by the future itself (kept alive), not id(): ids are reused.
+        self.calls: dict[Any, int] = {}
+
+    def __call__(self, future: Any) -> None:
+        with self.lock:
+            self.calls[future] = self.calls.get(future, 0) + 1
+
+
+def check_outcome(future: CancellableFuture[Any], cancel_returned: bool, value: Any) -> None:
+    assert future.wait_stopped(WAIT)
+    assert future.done()
+    if cancel_returned:
+        assert future.cancelled(), future
+        assert future.task_state in (TaskState.CANCELLED, TaskState.STOPPED), future
+        assert future._result is None  # never a result
+        with pytest.raises(CancelledError):
+            future.result(0)
+        assert future.token.cancelled
+    else:
+        assert not future.cancelled(), future
+        assert future.task_state is TaskState.FINISHED
+        assert future.result(0) == value
+        assert not future.token.cancelled
+
+
+@pytest.mark.stress
+def test_cancel_races_completion() -> None:
+    sys.setswitchinterval(1e-6)
+    counter = CallbackCounter()
+    rng = random.Random(1234)
+    ex = CancellableThreadPoolExecutor(max_workers=4)
+    deadline = time.monotonic() + TIME_CAP
+    n = trials(20000)
+    done_trials = 0
+    outcomes = {True: 0, False: 0}
+    for i in range(n):
+        future = ex.submit(pow, i, 2)
+        future.add_done_callback(counter)
+        for _ in range(rng.randrange(40)):  # a random head start for the worker
+            pass
+        cancelled = future.cancel()
+        outcomes[cancelled] += 1
+        check_outcome(future, cancelled, i * i)
+        done_trials += 1
+        if time.monotonic() > deadline:
+            break
+    assert ex.shutdown(timeout=WAIT) == ()
+    assert set(counter.calls.values()) == {1}
+    assert len(counter.calls) == done_trials
+    stats = ex.statistics()
+    assert stats.completed + stats.cancelled == stats.submitted == done_trials
+    assert stats.failed == stats.pending == stats.running == stats.stopping == 0
+    assert len(ex._threads) <= 4
+    # Both outcomes must have happened, or the race was not exercised.
+    assert outcomes[True] > 0 and outcomes[False] > 0, outcomes
+
+
+@pytest.mark.stress
+def test_many_cancellers_one_completion() -> None:
+    sys.setswitchinterval(1e-6)
+    counter = CallbackCounter()
+    ex = CancellableThreadPoolExecutor(max_workers=2)
+    deadline = time.monotonic() + TIME_CAP
+    n = trials(2000)
+    for i in range(n):
+        future = ex.submit(pow, i, 2)
+        future.add_done_callback(counter)
+        results: list[bool] = []
+        barrier = threading.Barrier(3, timeout=WAIT)
+
+        def cancel(
+            f: CancellableFuture[Any] = future,
+            b: threading.Barrier = barrier,
+            out: list[bool] = results,
+        ) -> None:
+            b.wait()
+            out.append(f.cancel())
+
+        threads = [threading.Thread(target=cancel) for _ in range(2)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        for t in threads:
+            t.join(WAIT)
+        # All cancellers agree: either the future was cancelled or it had finished.
+        assert len(set(results)) == 1, results
+        check_outcome(future, results[0], i * i)
+        if time.monotonic() > deadline:
+            break
+    assert ex.shutdown(timeout=WAIT) == ()
+    assert set(counter.calls.values()) == {1}
+
+
+@pytest.mark.stress
+def test_shutdown_races_submitters() -> None:
+    sys.setswitchinterval(1e-6)
+    rng = random.Random(99)
+    sizes: list[int] = []
+    deadline = time.monotonic() + TIME_CAP
+    for _ in range(trials(100)):
+        ex = CancellableThreadPoolExecutor(max_workers=3)
+        submitted: list[CancellableFuture[Any]] = []
+        lock = threading.Lock()
+        go = threading.Barrier(4, timeout=WAIT)
+
+        def submitter(
+            ex: CancellableThreadPoolExecutor = ex,
+            go: threading.Barrier = go,
+            lock: threading.Lock = lock,
+            submitted: list[CancellableFuture[Any]] = submitted,
+        ) -> None:
+            go.wait()
+            for k in range(200):
+                try:
+                    f = ex.submit(pow, k, 2)
+                except RuntimeError:
+                    return
+                with lock:
+                    submitted.append(f)
+
+        threads = [threading.Thread(target=submitter) for _ in range(3)]
+        for t in threads:
+            t.start()
+        go.wait()
+        # Shut down at a random point of the submitters' run, mid-stream.
+        target = rng.randrange(400)
+        while len(submitted) < target and any(t.is_alive() for t in threads):
+            time.sleep(0)
+        ex.shutdown(wait=True, cancel_futures=True, timeout=WAIT, cancel_running=True)
+        sizes.append(len(submitted))
+        for t in threads:
+            t.join(WAIT)
+        for f in submitted:
+            assert f.wait_stopped(WAIT), f
+            assert f.done(), f
+            if not f.cancelled():
+                f.result(0)
+        stats = ex.statistics()
+        assert stats.submitted == len(submitted)
+        assert stats.completed + stats.cancelled == stats.submitted
+        assert stats.pending == stats.running == stats.stopping == 0
+        if time.monotonic() > deadline:
+            break
+    # Shutdown landed mid-stream: some trials had accepted work, none accepted it all.
+    assert max(sizes) > 0 and min(sizes) < 600, sizes
+
+
+class FutureStateMachine(RuleBasedStateMachine):
+    """Drive one bound future through random events; compare with a model.
+
+    Checks that the future's own state strings, its public predicates, the counts and
+    the callbacks stay consistent with the task state after every step, including the
+    events that are errors (starting twice, completing a pending task).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts = TaskCounts(TaskState)
+        self.future: CancellableFuture[Any] = CancellableFuture._for_task(self.counts)
+        self.callbacks = 0
+        self.future.add_done_callback(self._on_done)
+        self.taken = False
+        self.expected = TaskState.PENDING
+
+    def _on_done(self, _: Any) -> None:
+        self.callbacks += 1
+
+    @rule()
+    def take(self) -> None:
+        if self.taken:
+            with pytest.raises(RuntimeError, match="already taken"):
+                self.future._transition(_Event.TAKE)
+            return
+        self.taken = True
+        should_run = self.future._transition(_Event.TAKE)
+        assert should_run == (self.expected is TaskState.PENDING)
+        if should_run:
+            self.expected = TaskState.RUNNING
+
+    @rule(reason=st.sampled_from(["cancel", "shutdown", "map"]))
+    def cancel(self, reason: str) -> None:
+        answer = self.future.cancel(reason=reason)
+        before = self.expected
+        assert answer == (before is not TaskState.FINISHED)
+        if before is TaskState.PENDING:
+            self.expected = TaskState.CANCELLED
+        elif before is TaskState.RUNNING:
+            self.expected = TaskState.STOPPING
+
+    @precondition(lambda self: self.expected in (TaskState.RUNNING, TaskState.STOPPING))
+    @rule(fail=st.booleans())
+    def complete(self, fail: bool) -> None:
+        exc = ValueError("boom") if fail else None
+        self.future._transition(_Event.COMPLETE, result=7, exception=exc)
+        if self.expected is TaskState.RUNNING:
+            self.expected = TaskState.FINISHED
+        else:
+            self.expected = TaskState.STOPPED
+
+    @rule(broken=st.booleans())
+    def drop(self, broken: bool) -> None:
+        if self.taken:
+            with pytest.raises(RuntimeError, match="already taken"):
+                self.future._transition(_Event.DROP, reason="shutdown")
+            return
+        self.taken = True
+        exc = RuntimeError("broken") if broken else None
+        self.future._transition(_Event.DROP, reason="shutdown", exception=exc)
+        if self.expected is TaskState.PENDING:
+            self.expected = TaskState.FINISHED if broken else TaskState.CANCELLED
+
+    @invariant()
+    def consistent(self) -> None:
+        f = self.future
+        state = f.task_state
+        assert state is self.expected
+        assert f.running() == (state is TaskState.RUNNING)
+        assert f.done() == (state not in (TaskState.PENDING, TaskState.RUNNING))
+        assert f.cancelled() == (
+            state in (TaskState.CANCELLED, TaskState.STOPPING, TaskState.STOPPED)
+        )
+        assert f.token.cancelled == f.cancelled()
+        code_stopped = state in (TaskState.FINISHED, TaskState.CANCELLED, TaskState.STOPPED)
+        assert f.wait_stopped(0) == code_stopped
+        assert self.callbacks == (1 if f.done() else 0)
+        by_state, _ = self.counts.snapshot()
+        assert by_state[state] == 1 and sum(by_state.values()) == 1
+        if state is TaskState.CANCELLED and self.taken:
+            assert f._state == "CANCELLED_AND_NOTIFIED"
+
+
+FutureStateMachine.TestCase.settings = settings(
+    max_examples=int(200 * STRESS_SCALE), stateful_step_count=12, deadline=None
+)
+TestFutureStateMachine = pytest.mark.stress(FutureStateMachine.TestCase)

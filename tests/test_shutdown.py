@@ -1,0 +1,263 @@
+"""shutdown(): timeout, cancelling running tasks, stragglers, exit behaviour."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from cancelpool import CancellableThreadPoolExecutor, TaskState, current_token
+
+from .conftest import WAIT
+
+
+def stubborn(started: threading.Event, release: threading.Event) -> str:
+    """Never checks its token: only *release* ends it."""
+    started.set()
+    release.wait(WAIT)
+    return "stubborn done"
+
+
+def cooperative(started: threading.Event) -> str:
+    started.set()
+    current_token().sleep(WAIT)
+    return "slept"
+
+
+class TestTimeout:
+    def test_timeout_zero_returns_at_once_and_names_straggler(self) -> None:
+        started, release = threading.Event(), threading.Event()
+        ex = CancellableThreadPoolExecutor(max_workers=2)
+        future = ex.submit(stubborn, started, release)
+        assert started.wait(WAIT)
+        still_running = ex.shutdown(wait=True, timeout=0)
+        assert still_running == (future,)
+        # timeout without cancel_futures: running tasks are not cancelled.
+        assert not future.cancelled() and future.task_state is TaskState.RUNNING
+        release.set()
+        assert future.result(WAIT) == "stubborn done"
+        assert ex.shutdown(wait=True, timeout=WAIT) == ()
+
+    def test_cancel_futures_with_timeout_cancels_running(self) -> None:
+        started = threading.Event()
+        ex = CancellableThreadPoolExecutor(max_workers=1)
+        running = ex.submit(cooperative, started)
+        assert started.wait(WAIT)
+        pending = [ex.submit(int) for _ in range(3)]
+        assert ex.shutdown(cancel_futures=True, timeout=WAIT) == ()
+        assert running.cancelled() and running.task_state is TaskState.STOPPED
+        assert running.token.reason == "shutdown"
+        assert all(f.task_state is TaskState.CANCELLED for f in pending)
+        assert all(f.token.reason == "shutdown" for f in pending)
+
+    def test_stubborn_task_is_reported_cancelled_but_stopping(self) -> None:
+        started, release = threading.Event(), threading.Event()
+        ex = CancellableThreadPoolExecutor(max_workers=1)
+        future = ex.submit(stubborn, started, release)
+        assert started.wait(WAIT)
+        still_running = ex.shutdown(cancel_futures=True, timeout=0)
+        assert still_running == (future,)
+        assert future.cancelled() and future.task_state is TaskState.STOPPING
+        assert ex.statistics().stopping == 1
+        release.set()
+        assert future.wait_stopped(WAIT)
+        assert ex.shutdown(timeout=WAIT) == ()
+
+    def test_cancel_running_without_timeout(self) -> None:
+        started = threading.Event()
+        ex = CancellableThreadPoolExecutor(max_workers=1)
+        future = ex.submit(cooperative, started)
+        assert started.wait(WAIT)
+        assert ex.shutdown(cancel_running=True) == ()
+        assert future.task_state is TaskState.STOPPED
+
+    def test_cancel_running_false_overrides_default(self) -> None:
+        started, release = threading.Event(), threading.Event()
+        ex = CancellableThreadPoolExecutor(max_workers=1)
+        future = ex.submit(stubborn, started, release)
+        assert started.wait(WAIT)
+        assert ex.shutdown(cancel_futures=True, timeout=0, cancel_running=False) == (future,)
+        assert not future.cancelled()
+        release.set()
+        assert future.result(WAIT) == "stubborn done"
+        ex.shutdown()
+
+    def test_task_taken_during_cancel_running_shutdown_is_cancelled(self) -> None:
+        # A task that a worker takes after shutdown(cancel_running=True) decided to
+        # cancel running tasks is cancelled as it starts, never run to completion.
+        gate = threading.Event()
+        ex = CancellableThreadPoolExecutor(max_workers=1)
+        first_started = threading.Event()
+        first = ex.submit(stubborn, first_started, gate)
+        assert first_started.wait(WAIT)
+        ran = threading.Event()
+        second = ex.submit(ran.set)
+        ex._stop_new_tasks = "shutdown"  # what shutdown(cancel_running=True) sets first
+        gate.set()
+        assert second.wait_stopped(WAIT)
+        assert second.cancelled() and not ran.is_set()
+        ex.shutdown(timeout=WAIT)
+        assert first.result(0) == "stubborn done"
+
+    @pytest.mark.slow
+    def test_returns_within_timeout_in_real_time(self) -> None:
+        started, release = threading.Event(), threading.Event()
+        ex = CancellableThreadPoolExecutor(max_workers=1)
+        ex.submit(stubborn, started, release)
+        assert started.wait(WAIT)
+        t0 = time.monotonic()
+        still_running = ex.shutdown(cancel_futures=True, timeout=0.2)
+        elapsed = time.monotonic() - t0
+        release.set()
+        assert len(still_running) == 1
+        assert 0.15 <= elapsed < 2.0, elapsed  # generous: a loaded CI machine
+        ex.shutdown(timeout=WAIT)
+
+
+class TestShutdownSemantics:
+    def test_no_future_is_left_pending(self) -> None:
+        started, release = threading.Event(), threading.Event()
+        ex = CancellableThreadPoolExecutor(max_workers=2)
+        fs = [ex.submit(stubborn, started, release)] + [ex.submit(int) for _ in range(50)]
+        assert started.wait(WAIT)
+        ex.shutdown(wait=False, cancel_futures=True)
+        release.set()
+        for f in fs:
+            assert f.wait_stopped(WAIT)
+            assert f.done()
+        ex.shutdown(timeout=WAIT)
+        stats = ex.statistics()
+        assert stats.pending == stats.running == stats.stopping == 0
+        assert stats.completed + stats.cancelled == stats.submitted == 51
+
+    def test_shutdown_from_inside_a_task_does_not_join_itself(self) -> None:
+        ex = CancellableThreadPoolExecutor(max_workers=1)
+        result: list[Any] = []
+
+        def task() -> None:
+            result.append(ex.shutdown(wait=True))
+
+        future = ex.submit(task)
+        future.result(WAIT)
+        assert result == [(future,)] or result == [()]
+        ex.shutdown(timeout=WAIT)
+
+    def test_wait_false_with_timeout_is_an_error(self) -> None:
+        ex = CancellableThreadPoolExecutor(max_workers=1)
+        with pytest.raises(ValueError, match=r"timeout=1 needs wait=True"):
+            ex.shutdown(wait=False, timeout=1)
+        ex.shutdown()
+
+    @pytest.mark.parametrize(
+        ("kwargs", "exc", "message"),
+        [
+            ({"timeout": -1}, ValueError, r"timeout must be >= 0 or None, got -1"),
+            ({"timeout": float("nan")}, ValueError, r"timeout must be >= 0 or None, got nan"),
+            ({"timeout": "1"}, TypeError, r"timeout must be a number of seconds or None, got '1'"),
+            ({"cancel_running": 1}, TypeError, r"cancel_running must be True or False, got 1"),
+        ],
+    )
+    def test_bad_arguments(
+        self, kwargs: dict[str, Any], exc: type[Exception], message: str
+    ) -> None:
+        ex = CancellableThreadPoolExecutor(max_workers=1)
+        with pytest.raises(exc, match=message):
+            ex.shutdown(**kwargs)
+        assert not ex._shutdown  # a rejected call changes nothing
+        ex.shutdown()
+
+
+def run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.subprocess
+class TestInterpreterExit:
+    def test_queued_work_completes_at_exit(self) -> None:
+        # As the stdlib: a program that ends without shutdown() still runs its tasks.
+        proc = run_child(
+            """
+            import threading
+            from cancelpool import CancellableThreadPoolExecutor
+            ex = CancellableThreadPoolExecutor(max_workers=1)
+            gate = threading.Event()
+            ex.submit(gate.wait, 30)
+            for i in range(3):
+                ex.submit(print, "task", i, flush=True)
+            gate.set()
+            """
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split("\n")[:3] == ["task 0", "task 1", "task 2"]
+        assert proc.stderr == ""
+
+    def test_submit_after_interpreter_shutdown(self) -> None:
+        proc = run_child(
+            """
+            import atexit
+            from cancelpool import CancellableThreadPoolExecutor
+            @atexit.register
+            def late():
+                try:
+                    ex.submit(id, None)
+                except RuntimeError as exc:
+                    print(exc)
+            ex = CancellableThreadPoolExecutor(max_workers=1)
+            ex.submit(id, 1).result()
+            """
+        )
+        assert proc.returncode == 0, proc.stderr
+        # The stdlib's words: the exit hook also marks each executor shut down.
+        assert proc.stdout.startswith("cannot schedule new futures after")
+
+    def test_exit_after_shutdown_with_timeout_around_cooperative_task(self) -> None:
+        proc = run_child(
+            """
+            import threading, time
+            from cancelpool import CancellableThreadPoolExecutor, current_token
+            started = threading.Event()
+            def task():
+                started.set()
+                current_token().sleep(60)
+            ex = CancellableThreadPoolExecutor(max_workers=1)
+            ex.submit(task)
+            started.wait(30)
+            t0 = time.monotonic()
+            print(ex.shutdown(cancel_futures=True, timeout=30))
+            print("elapsed-ok", time.monotonic() - t0 < 10)
+            """
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == ["()", "elapsed-ok", "True"]
+
+    def test_fork_child_can_use_a_new_executor(self) -> None:
+        if not hasattr(__import__("os"), "fork"):
+            pytest.skip("needs os.fork")
+        proc = run_child(
+            """
+            import os, warnings
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, 3.12+
+            from cancelpool import CancellableThreadPoolExecutor
+            with CancellableThreadPoolExecutor(max_workers=2) as ex:
+                ex.submit(int).result()
+                pid = os.fork()
+                if pid == 0:
+                    with CancellableThreadPoolExecutor(max_workers=1) as child_ex:
+                        os._exit(child_ex.submit(int, "7").result(10))
+                _, status = os.waitpid(pid, 0)
+                print(os.waitstatus_to_exitcode(status))
+            """
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "7"
