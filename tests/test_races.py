@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from cancelpool import CancellableFuture, CancellableThreadPoolExecutor, TaskState
-from cancelpool._future import _Event
+from cancelpool._future import _PUBLIC, COMPLETE, DROP, N_STATES, TAKE
 from cancelpool._stats import TaskCounts
 
 from .conftest import STRESS_SCALE, WAIT
@@ -198,7 +198,7 @@ class FutureStateMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.counts = TaskCounts(TaskState)
+        self.counts = TaskCounts(N_STATES)
         self.future: CancellableFuture[Any] = CancellableFuture._for_task(self.counts)
         self.callbacks = 0
         self.future.add_done_callback(self._on_done)
@@ -212,10 +212,10 @@ class FutureStateMachine(RuleBasedStateMachine):
     def take(self) -> None:
         if self.taken:
             with pytest.raises(RuntimeError, match="already taken"):
-                self.future._transition(_Event.TAKE)
+                self.future._transition(TAKE)
             return
         self.taken = True
-        should_run = self.future._transition(_Event.TAKE)
+        should_run = self.future._transition(TAKE)
         assert should_run == (self.expected is TaskState.PENDING)
         if should_run:
             self.expected = TaskState.RUNNING
@@ -234,7 +234,7 @@ class FutureStateMachine(RuleBasedStateMachine):
     @rule(fail=st.booleans())
     def complete(self, fail: bool) -> None:
         exc = ValueError("boom") if fail else None
-        self.future._transition(_Event.COMPLETE, result=7, exception=exc)
+        self.future._transition(COMPLETE, result=7, exception=exc)
         if self.expected is TaskState.RUNNING:
             self.expected = TaskState.FINISHED
         else:
@@ -244,11 +244,11 @@ class FutureStateMachine(RuleBasedStateMachine):
     def drop(self, broken: bool) -> None:
         if self.taken:
             with pytest.raises(RuntimeError, match="already taken"):
-                self.future._transition(_Event.DROP, reason="shutdown")
+                self.future._transition(DROP, reason="shutdown")
             return
         self.taken = True
         exc = RuntimeError("broken") if broken else None
-        self.future._transition(_Event.DROP, reason="shutdown", exception=exc)
+        self.future._transition(DROP, reason="shutdown", exception=exc)
         if self.expected is TaskState.PENDING:
             self.expected = TaskState.FINISHED if broken else TaskState.CANCELLED
 
@@ -267,7 +267,8 @@ class FutureStateMachine(RuleBasedStateMachine):
         assert f.wait_stopped(0) == code_stopped
         assert self.callbacks == (1 if f.done() else 0)
         by_state, _ = self.counts.snapshot()
-        assert by_state[state] == 1 and sum(by_state.values()) == 1
+        assert by_state[_PUBLIC.index(state)] == 1
+        assert sum(by_state) == 1
         if state is TaskState.CANCELLED and self.taken:
             assert f._state == "CANCELLED_AND_NOTIFIED"
 

@@ -40,7 +40,17 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from . import _worker
 from ._compat import BrokenThreadPool
-from ._future import CancellableFuture, TaskState, _Event
+from ._future import (
+    CANCELLED_,
+    DROP,
+    FINISHED_,
+    N_STATES,
+    PENDING_,
+    RUNNING_,
+    STOPPED_,
+    STOPPING_,
+    CancellableFuture,
+)
 from ._stats import ExecutorStatistics, TaskCounts
 from ._validate import check_bool, check_callable, check_timeout
 from ._worker import WorkerThread, WorkItem
@@ -119,7 +129,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         if not isinstance(initargs, tuple):
             raise TypeError(f"initargs must be a tuple, got {initargs!r}")
         super().__init__(max_workers, thread_name_prefix, initializer, initargs)
-        self._counts = TaskCounts(TaskState)
+        self._counts = TaskCounts(N_STATES)
         # Set by shutdown(cancel_running=True): the reason to cancel any task a worker
         # takes from now on with. Read by workers without a lock (see _worker).
         self._stop_new_tasks: Optional[str] = None
@@ -216,7 +226,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             self._broken = "A thread initializer failed, the thread pool is not usable anymore"
             items = self._drain_queue()
         for item in items:
-            item.future._transition(_Event.DROP, exception=BrokenThreadPool(self._broken))
+            item.future._transition(DROP, exception=BrokenThreadPool(self._broken))
 
     def _drain_queue(self) -> list[WorkItem]:
         """Take every queued item off the queue. Call under ``_shutdown_lock``."""
@@ -283,7 +293,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             # Wake workers blocked on the queue so they see _shutdown and exit.
             self._work_queue.put(None)
         for item in dropped:
-            item.future._transition(_Event.DROP, reason="shutdown")
+            item.future._transition(DROP, reason="shutdown")
         workers = list(self._threads)
         if cancel_running:
             for worker in workers:
@@ -318,17 +328,13 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         return ExecutorStatistics(
             max_workers=self._max_workers,
             workers=sum(1 for worker in list(self._threads) if worker.is_alive()),
-            submitted=sum(by_state.values()),
-            pending=by_state[TaskState.PENDING],
-            running=by_state[TaskState.RUNNING],
-            completed=by_state[TaskState.FINISHED] - failed,
+            submitted=sum(by_state),
+            pending=by_state[PENDING_],
+            running=by_state[RUNNING_],
+            completed=by_state[FINISHED_] - failed,
             failed=failed,
-            cancelled=(
-                by_state[TaskState.CANCELLED]
-                + by_state[TaskState.STOPPING]
-                + by_state[TaskState.STOPPED]
-            ),
-            stopping=by_state[TaskState.STOPPING],
+            cancelled=(by_state[CANCELLED_] + by_state[STOPPING_] + by_state[STOPPED_]),
+            stopping=by_state[STOPPING_],
         )
 
     def __repr__(self) -> str:
@@ -391,8 +397,12 @@ def _result_or_cancel(future: CancellableFuture[T], timeout: Optional[float]) ->
     try:
         try:
             return future.result(timeout)
-        finally:
+        except BaseException:
+            # Timed out, the task raised, or the caller was interrupted: stop the task.
+            # (After a normal return the future is finished and cancel() would be a
+            # no-op; skipping it saves a lock round trip per item.)
             future.cancel(reason="map")
+            raise
     finally:
         # Break a reference cycle with the exception in future._exception (as stdlib).
         del future

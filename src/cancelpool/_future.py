@@ -13,8 +13,10 @@ A task's life::
        ▼
     FINISHED   result or exception set on the future
 
-``TaskState`` names these states; ``CancellableFuture._transition`` is the one function
-that moves a task between them. The base ``Future`` keeps its own ``_state`` string
+``TaskState`` names these states (internally they are small ints, ``PENDING_`` ...,
+for speed); ``CancellableFuture._transition`` is the one function that moves a task
+between them, on the events ``TAKE``, ``CANCEL``, ``COMPLETE`` and ``DROP``. The base
+``Future`` keeps its own ``_state`` string
 (``PENDING``, ``RUNNING``, ``CANCELLED``, ``CANCELLED_AND_NOTIFIED``, ``FINISHED``)
 because every inherited method, ``wait()`` and ``as_completed()`` read it; each
 transition updates both, so they can never disagree. The mapping is fixed:
@@ -89,16 +91,26 @@ class TaskState(enum.Enum):
     STOPPED = "stopped"
 
 
-_CODE_STOPPED = frozenset({TaskState.FINISHED, TaskState.CANCELLED, TaskState.STOPPED})
+# The state codes the machine runs on: ints, because the transition runs twice per task
+# and an Enum costs Python-level __hash__/__eq__ calls there. ``TaskState`` is the
+# public face of the same states, ``_PUBLIC[code]``.
+PENDING_, RUNNING_, STOPPING_, FINISHED_, CANCELLED_, STOPPED_ = range(6)
+N_STATES = 6
+_PUBLIC = (
+    TaskState.PENDING,
+    TaskState.RUNNING,
+    TaskState.STOPPING,
+    TaskState.FINISHED,
+    TaskState.CANCELLED,
+    TaskState.STOPPED,
+)
+_CODE_STOPPED = (FINISHED_, CANCELLED_, STOPPED_)
 
-
-class _Event(enum.Enum):
-    """What can happen to a task; the inputs of ``_transition``."""
-
-    TAKE = "a worker takes the task off the queue to run it"
-    CANCEL = "someone asks the task to stop"
-    COMPLETE = "the task's code returned or raised"
-    DROP = "the task is taken off the queue and will never run"
+# The events: what can happen to a task, the inputs of ``_transition``.
+TAKE = 0  # a worker takes the task off the queue to run it
+CANCEL = 1  # someone asks the task to stop
+COMPLETE = 2  # the task's code returned or raised
+DROP = 3  # the task is taken off the queue and will never run
 
 
 class CancellableFuture(Future[T]):
@@ -121,22 +133,22 @@ class CancellableFuture(Future[T]):
     returns False.
     """
 
-    __slots__ = ("_counts", "_task_state", "_token")
+    __slots__ = ("_counts", "_task", "_token")
 
     def __init__(self) -> None:
         super().__init__()
         self._token = CancelToken()
-        # None: not bound to a task (made by user code, not by our executor).
-        self._task_state: Optional[TaskState] = None
+        # The task's state code; None: not bound to a task (made by user code).
+        self._task: Optional[int] = None
         self._counts: Optional[TaskCounts] = None
 
     @classmethod
     def _for_task(cls, counts: TaskCounts) -> CancellableFuture[Any]:
-        """Make the future of a newly submitted task, counted as PENDING in *counts*."""
+        """Make the future of a newly submitted task, counted as pending in *counts*."""
         future: CancellableFuture[Any] = cls()
-        future._task_state = TaskState.PENDING
+        future._task = PENDING_
         future._counts = counts
-        counts.added(TaskState.PENDING)
+        counts.added(PENDING_)
         return future
 
     # ------------------------------------------------------------------ public API
@@ -153,9 +165,9 @@ class CancellableFuture(Future[T]):
         For a future not made by the executor, the state follows the future's own.
         """
         with self._condition:
-            state = self._task_state
-            if state is not None:
-                return state
+            code = self._task
+            if code is not None:
+                return _PUBLIC[code]
             return _UNBOUND_STATES[self._state]
 
     def cancel(self, *, reason: str = "cancel") -> bool:
@@ -176,9 +188,9 @@ class CancellableFuture(Future[T]):
             ValueError: *reason* is empty.
         """
         check_reason(reason)
-        if self._task_state is None:
+        if self._task is None:
             return self._cancel_unbound(reason)
-        return self._transition(_Event.CANCEL, reason=reason)
+        return self._transition(CANCEL, reason=reason)
 
     def wait_stopped(self, timeout: Optional[float] = None) -> bool:
         """Wait until the task's code is no longer running.
@@ -221,20 +233,21 @@ class CancellableFuture(Future[T]):
 
     def _code_stopped(self) -> bool:
         """Whether the task's code has stopped (or never ran). Call under the lock."""
-        state = self._task_state
-        if state is None:
+        code = self._task
+        if code is None:
             return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
-        return state in _CODE_STOPPED
+        return code in _CODE_STOPPED
 
     def _transition(
         self,
-        event: _Event,
-        *,
+        event: int,
         reason: str = "cancel",
         result: Any = None,
         exception: Optional[BaseException] = None,
     ) -> bool:
-        """Apply *event* to the task: the only place a bound future changes state.
+        """Apply *event* (TAKE, CANCEL, COMPLETE, DROP) to the task.
+
+        The only place a bound future changes state; see the module docstring.
 
         Returns:
             For TAKE, whether the worker should run the task; for CANCEL, what
@@ -242,72 +255,67 @@ class CancellableFuture(Future[T]):
         """
         wakeup: Optional[_Wakeup] = None
         callbacks = False
-        dropped = False
         with self._condition:
-            old = self._task_state
-            assert old is not None, "_transition on a future without a task"
-            if event is _Event.TAKE:
-                if old is TaskState.PENDING:
-                    new, answer = TaskState.RUNNING, True
+            old = self._task
+            if event == TAKE:
+                if old == PENDING_:
+                    new = RUNNING_
                     self._state = RUNNING
-                elif old is TaskState.CANCELLED and self._state == CANCELLED:
+                elif old == CANCELLED_ and self._state == CANCELLED:
                     self._notify_cancelled()
                     return False
                 else:
                     raise RuntimeError(f"cannot start {self!r}: it was already taken")
-            elif event is _Event.CANCEL:
-                if old is TaskState.PENDING:
-                    new, answer = TaskState.CANCELLED, True
-                    self._state = CANCELLED
-                    # Waiters are told when the item leaves the queue (TAKE or DROP),
-                    # exactly as the stdlib does for a pending future.
-                elif old is TaskState.RUNNING:
-                    new, answer = TaskState.STOPPING, True
-                    self._notify_cancelled()
-                else:
-                    return old is not TaskState.FINISHED
-                wakeup = self._token._cancel(reason)
-                callbacks = True
-                self._condition.notify_all()
-            elif event is _Event.COMPLETE:
-                if old is TaskState.RUNNING:
-                    new, answer = TaskState.FINISHED, True
+            elif event == COMPLETE:
+                if old == RUNNING_:
+                    new = FINISHED_
                     self._set_outcome(result, exception)
                     callbacks = True
-                elif old is TaskState.STOPPING:
-                    new, answer = TaskState.STOPPED, True
-                    dropped = True
+                elif old == STOPPING_:
+                    new = STOPPED_
                 else:
                     raise RuntimeError(f"cannot complete {self!r}: it is not running")
                 self._condition.notify_all()
-            else:  # _Event.DROP
-                answer = True
-                if old is TaskState.CANCELLED and self._state == CANCELLED:
+            elif event == CANCEL:
+                if old == PENDING_:
+                    new = CANCELLED_
+                    self._state = CANCELLED
+                    # Waiters are told when the item leaves the queue (TAKE or DROP),
+                    # exactly as the stdlib does for a pending future.
+                elif old == RUNNING_:
+                    new = STOPPING_
+                    self._notify_cancelled()
+                else:
+                    return old != FINISHED_
+                wakeup = self._token._cancel(reason)
+                callbacks = True
+                self._condition.notify_all()
+            else:  # DROP
+                if old == CANCELLED_ and self._state == CANCELLED:
                     self._notify_cancelled()
                     return True
-                if old is not TaskState.PENDING:
+                if old != PENDING_:
                     raise RuntimeError(f"cannot drop {self!r}: it was already taken")
                 if exception is not None:
-                    new = TaskState.FINISHED
+                    new = FINISHED_
                     self._set_outcome(None, exception)
                 else:
-                    new = TaskState.CANCELLED
+                    new = CANCELLED_
                     wakeup = self._token._cancel(reason)
                     self._notify_cancelled()
                 callbacks = True
                 self._condition.notify_all()
-            self._task_state = new
+            self._task = new
             if self._counts is not None:
-                failed = new is TaskState.FINISHED and exception is not None
-                self._counts.moved(old, new, failed=failed)
+                self._counts.moved(old, new, new == FINISHED_ and exception is not None)
         if wakeup is not None:
             wakeup.fire()
         if callbacks:
             self._invoke_callbacks()  # type: ignore[attr-defined]
-        if dropped and LOGGER.isEnabledFor(logging.DEBUG):
+        elif new == STOPPED_ and LOGGER.isEnabledFor(logging.DEBUG):
             what = f"raised {exception!r}" if exception is not None else f"returned {result!r}"
             LOGGER.debug("task of %r stopped after its cancel and %s; dropped", self, what)
-        return answer
+        return True
 
     def _notify_cancelled(self) -> None:
         """Under the lock: mark cancelled and tell wait()/as_completed() waiters."""

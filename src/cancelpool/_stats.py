@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._future import TaskState
 
 __all__ = ("ExecutorStatistics", "TaskCounts")
 
@@ -46,7 +42,10 @@ class ExecutorStatistics:
 
 
 class TaskCounts:
-    """How many of one executor's tasks are in each ``TaskState``, and how many failed.
+    """How many of one executor's tasks are in each state, and how many failed.
+
+    States are the future module's internal state codes, small ints (an ``Enum`` key
+    would cost a Python-level ``__hash__`` per update, on every task's hot path).
 
     Shared by an executor, its workers and its futures (never referencing the executor,
     so it cannot keep one alive). ``lock`` is a leaf lock: futures take it inside their
@@ -55,17 +54,17 @@ class TaskCounts:
 
     __slots__ = ("by_state", "failed", "lock")
 
-    def __init__(self, states: type[TaskState]) -> None:
+    def __init__(self, n_states: int) -> None:
         self.lock = threading.Lock()
-        self.by_state: dict[TaskState, int] = dict.fromkeys(states, 0)
+        self.by_state = [0] * n_states
         self.failed = 0
 
-    def added(self, state: TaskState) -> None:
+    def added(self, state: int) -> None:
         """Count a new task, in *state*."""
         with self.lock:
             self.by_state[state] += 1
 
-    def moved(self, old: TaskState, new: TaskState, *, failed: bool = False) -> None:
+    def moved(self, old: int, new: int, failed: bool) -> None:
         """Count a task's move from *old* to *new* (and whether it ended by raising)."""
         with self.lock:
             by_state = self.by_state
@@ -74,7 +73,7 @@ class TaskCounts:
             if failed:
                 self.failed += 1
 
-    def snapshot(self) -> tuple[dict[TaskState, int], int]:
-        """Return (counts by state, failed) as of one instant."""
+    def snapshot(self) -> tuple[list[int], int]:
+        """Return (counts by state code, failed) as of one instant."""
         with self.lock:
-            return dict(self.by_state), self.failed
+            return list(self.by_state), self.failed

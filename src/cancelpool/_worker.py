@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ._compat import daemon_threads_allowed, register_atexit
 from ._current import _slot
-from ._future import CancellableFuture, _Event
+from ._future import COMPLETE, TAKE, CancellableFuture
 
 if TYPE_CHECKING:
     from ._executor import CancellableThreadPoolExecutor
@@ -209,7 +209,7 @@ class WorkerThread(threading.Thread):
         del executor
         if stop_reason is not None:
             future.cancel(reason=stop_reason)
-        if not future._transition(_Event.TAKE):
+        if not future._transition(TAKE):
             self.current = None
             return
         _slot.token = future._token
@@ -217,9 +217,9 @@ class WorkerThread(threading.Thread):
             result = item.fn(*item.args, **item.kwargs)
         except BaseException as exc:  # noqa: BLE001 - any outcome belongs on the future
             _slot.token = None
-            future._transition(_Event.COMPLETE, exception=exc)
+            future._transition(COMPLETE, exception=exc)
         else:
             _slot.token = None
-            future._transition(_Event.COMPLETE, result=result)
+            future._transition(COMPLETE, result=result)
         finally:
             self.current = None

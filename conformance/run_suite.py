@@ -2,8 +2,8 @@
 
 Usage (in an environment where cancelpool is installed)::
 
-    python conformance/run.py            # stock run, then swapped run, then compare
-    python conformance/run.py --mode swapped   # one run only (used by the runner itself)
+    python conformance/run_suite.py            # stock run, then swapped run, then compare
+    python conformance/run_suite.py --mode swapped   # one run only (used by the runner itself)
 
 The tests are run where the interpreter installed them; nothing is copied. Where an
 interpreter ships no ``test_concurrent_futures`` (the pyenv builds of 3.11 and 3.12),
@@ -212,7 +212,7 @@ def install_pth() -> Path:
     return pth
 
 
-def compare() -> int:
+def compare(summary: Optional[Path]) -> int:
     pth = install_pth()
     try:
         stock = run_child("stock")
@@ -244,6 +244,8 @@ def compare() -> int:
     for t in regressions:
         print(f"  REGRESSION {t}: {swapped['outcomes'].get(t, 'missing')}")
     print(f"conformance: {passed} passed, {len(regressions)} failed")
+    if summary is not None:
+        summary.write_text(json.dumps({"passed": passed, "failed": len(regressions)}))
     return 1 if regressions else 0
 
 
@@ -251,9 +253,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("stock", "swapped"))
     parser.add_argument("--report", type=Path)
+    parser.add_argument("--summary", type=Path, help="write {passed, failed} here as JSON")
     args = parser.parse_args()
     if args.mode is None:
-        return compare()
+        return compare(args.summary)
     try:
         return run_once(args.mode, args.report or Path(os.devnull))
     except SwapNotInEffectError as exc:

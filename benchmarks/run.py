@@ -1,0 +1,109 @@
+"""Run the benchmarks against the stdlib executor, side by side, and report ratios.
+
+Usage::
+
+    python benchmarks/run.py               # the full run: 100k tasks, 1000 trials, 1M queued
+    python benchmarks/run.py --quick       # a smoke run with small sizes (seconds)
+    python benchmarks/run.py --json out.json
+
+Or on every interpreter: ``tox -e bench-py39,bench-py310,bench-py311,bench-py312,bench-py313``.
+
+Throughput rows run the stdlib and cancelpool alternately, ``--rounds`` times each, and
+report the median per-task time of each and their ratio (ours / stdlib; 1.00 = equal,
+below 1 = we are faster). Targets: throughput ratio <= 1.10, cancel latency p99 < 1 ms,
+memory ratio <= 1.2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_latency
+import bench_memory
+import bench_throughput
+from cancelpool import CancellableThreadPoolExecutor
+
+
+def throughput(n: int, rounds: int) -> list[dict[str, Any]]:
+    rows = []
+    for name, bench in bench_throughput.BENCHMARKS.items():
+        times: dict[str, list[float]] = {"stdlib": [], "ours": []}
+        for _ in range(rounds):
+            times["stdlib"].append(bench(ThreadPoolExecutor, n) / n)
+            times["ours"].append(bench(CancellableThreadPoolExecutor, n) / n)
+        stdlib = statistics.median(times["stdlib"])
+        ours = statistics.median(times["ours"])
+        rows.append({"benchmark": name, "n": n, "stdlib_us": stdlib * 1e6, "ours_us": ours * 1e6,
+                     "ratio": ours / stdlib})  # fmt: skip
+    return rows
+
+
+def latency(trials: int) -> list[dict[str, Any]]:
+    rows = []
+    for name, task in bench_latency.TASKS.items():
+        samples = sorted(bench_latency.cancel_latencies(task, trials))
+        rows.append({
+            "task": name, "trials": trials,
+            "p50_us": samples[len(samples) // 2] * 1e6,
+            "p99_us": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6,
+            "max_us": samples[-1] * 1e6,
+        })  # fmt: skip
+    return rows
+
+
+def memory(n: int) -> dict[str, Any]:
+    stdlib = bench_memory.measure_in_subprocess("stdlib", n)
+    ours = bench_memory.measure_in_subprocess("ours", n)
+    return {"n": n, "stdlib_bytes": stdlib, "ours_bytes": ours, "ratio": ours / stdlib}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--rounds", type=int, default=None, help="throughput rounds per class")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    n, trials, queued, rounds = (
+        (2_000, 50, 20_000, 1) if args.quick else (100_000, 1000, 1_000_000, 5)
+    )
+    rounds = args.rounds or rounds
+
+    env = f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}"
+    print(f"cancelpool benchmarks, {env}{' (quick)' if args.quick else ''}")
+    print()
+    print(f"Per-task time, median of {rounds} alternating rounds of {n:,} tasks:")
+    print(f"  {'benchmark':40} {'stdlib':>10} {'ours':>10} {'ratio':>7}")
+    through = throughput(n, rounds)
+    for row in through:
+        print(f"  {row['benchmark']:40} {row['stdlib_us']:8.2f}µs {row['ours_us']:8.2f}µs "
+              f"{row['ratio']:7.3f}")  # fmt: skip
+    print()
+    print(f"Cooperative cancel latency, cancel() to code stopped, {trials} trials:")
+    print(f"  {'task':40} {'p50':>10} {'p99':>10} {'max':>10}")
+    lat = latency(trials)
+    for row in lat:
+        print(f"  {row['task']:40} {row['p50_us']:8.1f}µs {row['p99_us']:8.1f}µs "
+              f"{row['max_us']:8.1f}µs")  # fmt: skip
+    print()
+    mem = memory(queued)
+    print(f"Memory per pending task, {queued:,} queued (tracemalloc):")
+    print(f"  stdlib {mem['stdlib_bytes']:.0f} B   ours {mem['ours_bytes']:.0f} B   "
+          f"ratio {mem['ratio']:.3f}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(
+            {"python": env, "throughput": through, "latency": lat, "memory": mem}, indent=2
+        ))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

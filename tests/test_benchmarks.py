@@ -1,0 +1,34 @@
+"""The benchmarks run (a smoke run with tiny sizes); speed itself is not asserted here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.subprocess
+def test_quick_benchmark_run(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert len(data["throughput"]) == 4
+    assert all(row["ratio"] > 0 for row in data["throughput"])
+    assert {row["task"] for row in data["latency"]} == {
+        "polling token.cancelled",
+        "blocked in token.wait()",
+        "blocked in token.sleep()",
+    }
+    assert data["memory"]["ours_bytes"] > 0

@@ -1,0 +1,39 @@
+"""`python -m cancelpool demo` runs, says what it shows, and exits promptly."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from cancelpool.__main__ import main
+
+
+@pytest.mark.subprocess
+def test_demo_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cancelpool", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "stdlib ThreadPoolExecutor: cancel() of a running task -> False" in out
+    assert "cancelpool:                cancel() of a running task -> True" in out
+    assert "wait_stopped() -> True); state now 'stopped'" in out
+    assert "(stopped: True, reason: 'user pressed stop')" in out
+    assert re.search(r"shutdown\(cancel_futures=True, timeout=0.25\) returned after", out)
+    assert "state=cancelled, still stopping reason='shutdown'" in out
+    assert out.rstrip().endswith("Done.")
+    assert proc.stderr == ""
+
+
+def test_cli_requires_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    assert "demo" in capsys.readouterr().err
