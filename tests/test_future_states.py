@@ -159,6 +159,9 @@ class TestRunning:
         with caplog.at_level(logging.DEBUG, logger="cancelpool"):
             blocker.release.set()
             assert future.wait_stopped(WAIT)
+            # The worker logs after releasing the future's lock (logging handlers are
+            # user code), so the record may follow wait_stopped() by a moment.
+            wait_for(lambda: "dropped" in caplog.text, "the debug record")
         with pytest.raises(CancelledError):
             future.result(0)
         assert state(future) is TaskState.STOPPED
