@@ -10,7 +10,6 @@ from concurrent.futures import (
     FIRST_COMPLETED,
     CancelledError,
     Future,
-    InvalidStateError,
     as_completed,
     wait,
 )
@@ -187,17 +186,55 @@ class TestRunning:
             future.exception(0)
         assert one_worker.statistics().failed == 0
 
-    def test_set_result_on_cancelled_running_future_is_invalid(
-        self, one_worker: CancellableThreadPoolExecutor
+    @pytest.mark.parametrize("method", ["set_result", "set_exception", "set_running"])
+    def test_executor_only_methods_are_refused_on_task_futures(
+        self, one_worker: CancellableThreadPoolExecutor, method: str
     ) -> None:
         blocker = Blocker()
         future = one_worker.submit(blocker.stubborn)
         assert blocker.started.wait(WAIT)
-        future.cancel()
-        with pytest.raises(InvalidStateError):
-            future.set_result(1)
+        call = {
+            "set_result": lambda: future.set_result(1),
+            "set_exception": lambda: future.set_exception(ValueError()),
+            "set_running": future.set_running_or_notify_cancel,
+        }[method]
+        with pytest.raises(RuntimeError, match="only its worker sets its state"):
+            call()
+        assert state(future) is TaskState.RUNNING  # untouched
         blocker.release.set()
-        assert future.wait_stopped(WAIT)
+        assert future.result(WAIT) == "done"
+
+    def test_wait_stopped_from_the_task_itself_is_an_error(
+        self, one_worker: CancellableThreadPoolExecutor
+    ) -> None:
+        def task() -> None:
+            me = current_future[0]
+            me.wait_stopped(0)
+
+        current_future: list[CancellableFuture[None]] = []
+        gate = threading.Event()
+        one_worker.submit(gate.wait, WAIT)  # hold the worker until the list is filled
+        current_future.append(one_worker.submit(task))
+        gate.set()
+        with pytest.raises(RuntimeError, match="it would wait for itself"):
+            current_future[0].result(WAIT)
+
+    def test_base_exception_from_done_callback_does_not_kill_worker(
+        self, one_worker: CancellableThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        gate = threading.Event()
+        future = one_worker.submit(gate.wait, WAIT)
+
+        def callback(_: object) -> None:
+            raise SystemExit("from a done-callback")
+
+        future.add_done_callback(callback)
+        with caplog.at_level(logging.CRITICAL, logger="concurrent.futures"):
+            gate.set()
+            assert future.result(WAIT) is True
+            assert one_worker.submit(lambda: 5).result(WAIT) == 5
+        assert len(one_worker._threads) == 1
+        assert "the worker carries on" in caplog.text
 
     @pytest.mark.parametrize("waiter_first", [True, False], ids=["waiter-first", "cancel-first"])
     def test_wait_first_completed_wakes_on_running_cancel(

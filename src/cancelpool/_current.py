@@ -1,8 +1,9 @@
 """Which task is running on this thread: ``current_token()`` and friends.
 
-A worker sets the thread-local slot right before it calls the task's function and clears
-it right after, before it touches the future, so done-callbacks that run in the worker
-never see the finished task's token.
+A worker puts the task's future in a thread-local slot right before it calls the task's
+function and clears it right after, before it touches the future again, so
+done-callbacks that run in the worker never see the finished task. The token itself is
+made on first use (``future.token``), so a task that never asks for one costs none.
 
 Why a thread-local and not a ``contextvars.ContextVar``: a context is copied into other
 threads (``asyncio.to_thread``, ``contextvars.copy_context().run`` in user thread pools),
@@ -13,15 +14,18 @@ task is cancelled. Cancellation of such work is opt-in and explicit, never leake
 from __future__ import annotations
 
 import threading
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ._token import CancelToken
+
+if TYPE_CHECKING:
+    from ._future import CancellableFuture
 
 __all__ = ("checkpoint", "current_token", "current_token_or_none")
 
 
 class _Slot(threading.local):
-    token: Optional[CancelToken] = None
+    future: Optional[CancellableFuture[Any]] = None
 
 
 _slot = _Slot()
@@ -38,20 +42,21 @@ def current_token() -> CancelToken:
             ``CancellableThreadPoolExecutor``. Code that runs both inside and outside
             tasks should call :func:`current_token_or_none` or :func:`checkpoint`.
     """
-    token = _slot.token
-    if token is None:
+    future = _slot.future
+    if future is None:
         raise RuntimeError(
             "current_token() was called outside a cancelpool task (thread "
             f"{threading.current_thread().name!r}); call it from a function submitted to "
             "a CancellableThreadPoolExecutor, or use current_token_or_none() in code that "
             "also runs elsewhere"
         )
-    return token
+    return future.token
 
 
 def current_token_or_none() -> Optional[CancelToken]:
     """Return the running task's stop token, or None outside a cancelpool task."""
-    return _slot.token
+    future = _slot.future
+    return None if future is None else future.token
 
 
 def checkpoint() -> None:
@@ -62,6 +67,8 @@ def checkpoint() -> None:
     Raises:
         TaskCancelled: the running task's token is cancelled.
     """
-    token = _slot.token
-    if token is not None:
-        token.raise_if_cancelled()
+    future = _slot.future
+    if future is not None:
+        token = future._token  # None: never made, so never cancelled
+        if token is not None:
+            token.raise_if_cancelled()

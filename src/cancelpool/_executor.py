@@ -41,17 +41,10 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 from . import _worker
 from ._compat import BrokenThreadPool
 from ._future import (
-    CANCELLED_,
     DROP,
-    FINISHED_,
-    N_STATES,
-    PENDING_,
-    RUNNING_,
-    STOPPED_,
-    STOPPING_,
     CancellableFuture,
 )
-from ._stats import ExecutorStatistics, TaskCounts
+from ._stats import ExecutorStatistics, SharedCounts
 from ._validate import check_bool, check_callable, check_timeout
 from ._worker import WorkerThread, WorkItem
 
@@ -129,7 +122,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         if not isinstance(initargs, tuple):
             raise TypeError(f"initargs must be a tuple, got {initargs!r}")
         super().__init__(max_workers, thread_name_prefix, initializer, initargs)
-        self._counts = TaskCounts(N_STATES)
+        self._counts = SharedCounts()
         # Set by shutdown(cancel_running=True): the reason to cancel any task a worker
         # takes from now on with. Read by workers without a lock (see _worker).
         self._stop_new_tasks: Optional[str] = None
@@ -163,6 +156,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             future: CancellableFuture[T] = CancellableFuture._for_task(self._counts)
             self._work_queue.put(WorkItem(future, fn, args, kwargs))
+            self._counts.submitted += 1  # we hold _shutdown_lock, its writers' lock
             self._adjust_thread_count()
             return future
 
@@ -316,25 +310,42 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         running = []
         for worker in workers:
             future = worker.current
-            if future is not None and not future.wait_stopped(0):
+            if future is not None and not future._stopped_now():
                 running.append(future)
         return tuple(running)
 
     # ------------------------------------------------------------------ introspection
 
     def statistics(self) -> ExecutorStatistics:
-        """Return a snapshot of this executor's tasks by state, taken under one lock."""
-        by_state, failed = self._counts.snapshot()
+        """Return a snapshot of this executor's tasks by state.
+
+        Exact whenever no task is changing state; see ``ExecutorStatistics``.
+        """
+        workers = [worker.counts for worker in list(self._threads)]
+        counts = self._counts
+        # Read in causal order: each event is read before the events that must precede
+        # it for the same task (a task ends after it started, starts after it was
+        # submitted, is cancelled while running after it started and before it stops),
+        # so that a derived count includes every task it subtracts and is never negative.
+        stopped = sum(w.stopped for w in workers)
+        completed = sum(w.completed for w in workers)
+        failed = sum(w.failed for w in workers)
+        with counts.lock:
+            cancelled_running = counts.cancelled_running
+            cancelled_pending = counts.cancelled_pending
+            broken = counts.broken
+        started = sum(w.started for w in workers)
+        submitted = counts.submitted
         return ExecutorStatistics(
             max_workers=self._max_workers,
             workers=sum(1 for worker in list(self._threads) if worker.is_alive()),
-            submitted=sum(by_state),
-            pending=by_state[PENDING_],
-            running=by_state[RUNNING_],
-            completed=by_state[FINISHED_] - failed,
-            failed=failed,
-            cancelled=(by_state[CANCELLED_] + by_state[STOPPING_] + by_state[STOPPED_]),
-            stopping=by_state[STOPPING_],
+            submitted=submitted,
+            pending=max(0, submitted - started - cancelled_pending - broken),
+            running=max(0, started - completed - failed - cancelled_running),
+            completed=completed,
+            failed=failed + broken,
+            cancelled=cancelled_pending + cancelled_running,
+            stopping=max(0, cancelled_running - stopped),
         )
 
     def __repr__(self) -> str:

@@ -37,8 +37,8 @@ Locking protocol
 A task has exactly one lock: its future's ``_condition`` (an ``RLock`` underneath),
 the same one every inherited ``Future`` method takes. ``_transition`` holds it while it
 reads and writes both states, the result, the waiters list, and while it sets the
-token's flag and moves the executor's counts; those two take leaf locks of their own
-(``_token._lock``, ``TaskCounts.lock``) and call nothing. User code never runs under the
+token's flag and counts a cancel or a drop; those two take leaf locks of their own
+(``_token._lock``, ``SharedCounts.lock``) and call nothing. User code never runs under the
 future's lock: done-callbacks, token callbacks, and the event that wakes ``token.wait()``
 all run after it is released, in the thread that made the transition. Since cancel and
 completion both transition under the same lock, exactly one of them wins: either the
@@ -57,11 +57,12 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
+from ._current import _slot
 from ._token import CancelToken, _Wakeup
 from ._validate import check_reason, check_timeout
 
 if TYPE_CHECKING:
-    from ._stats import TaskCounts
+    from ._stats import SharedCounts, WorkerCounts
 
 __all__ = ("CancellableFuture", "TaskState")
 
@@ -137,18 +138,18 @@ class CancellableFuture(Future[T]):
 
     def __init__(self) -> None:
         super().__init__()
-        self._token = CancelToken()
+        # Made on first use (the token property, or a cancel), under the lock.
+        self._token: Optional[CancelToken] = None
         # The task's state code; None: not bound to a task (made by user code).
         self._task: Optional[int] = None
-        self._counts: Optional[TaskCounts] = None
+        self._counts: Optional[SharedCounts] = None
 
     @classmethod
-    def _for_task(cls, counts: TaskCounts) -> CancellableFuture[Any]:
-        """Make the future of a newly submitted task, counted as pending in *counts*."""
+    def _for_task(cls, counts: SharedCounts) -> CancellableFuture[Any]:
+        """Make the future of a newly submitted task; *counts* will count its cancel."""
         future: CancellableFuture[Any] = cls()
         future._task = PENDING_
         future._counts = counts
-        counts.added(PENDING_)
         return future
 
     # ------------------------------------------------------------------ public API
@@ -156,7 +157,13 @@ class CancellableFuture(Future[T]):
     @property
     def token(self) -> CancelToken:
         """The task's stop token (the one ``current_token()`` returns inside the task)."""
-        return self._token
+        token = self._token
+        if token is None:
+            with self._condition:
+                token = self._token
+                if token is None:
+                    token = self._token = CancelToken()
+        return token
 
     @property
     def task_state(self) -> TaskState:
@@ -208,10 +215,58 @@ class CancellableFuture(Future[T]):
         Raises:
             TypeError: *timeout* is not a number or None.
             ValueError: *timeout* is negative or NaN.
+            RuntimeError: called from the task's own code (it would wait for itself).
         """
         seconds = check_timeout("timeout", timeout)
+        if _slot.future is self:
+            raise RuntimeError(
+                f"wait_stopped() was called by the code of the task it waits for ({self!r}); "
+                "it would wait for itself"
+            )
         with self._condition:
             return self._condition.wait_for(self._code_stopped, seconds)
+
+    # The executor-only methods of the base class: a future bound to a task is driven by
+    # its worker through _transition; a second driver would desynchronise the two states
+    # (with the stdlib's executor, it kills the worker when it sets the real result).
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """As ``Future.set_running_or_notify_cancel``, for futures made by user code.
+
+        Raises:
+            RuntimeError: the future belongs to a task of a cancelpool executor, which
+                alone may start it.
+        """
+        self._refuse_if_bound("set_running_or_notify_cancel")
+        return super().set_running_or_notify_cancel()
+
+    def set_result(self, result: T) -> None:
+        """As ``Future.set_result``, for futures made by user code.
+
+        Raises:
+            RuntimeError: the future belongs to a task of a cancelpool executor, whose
+                outcome only its worker sets.
+        """
+        self._refuse_if_bound("set_result")
+        super().set_result(result)
+
+    def set_exception(self, exception: Optional[BaseException]) -> None:
+        """As ``Future.set_exception``, for futures made by user code.
+
+        Raises:
+            RuntimeError: the future belongs to a task of a cancelpool executor, whose
+                outcome only its worker sets.
+        """
+        self._refuse_if_bound("set_exception")
+        super().set_exception(exception)
+
+    def _refuse_if_bound(self, method: str) -> None:
+        if self._task is not None:
+            raise RuntimeError(
+                f"{method}() on {self!r}: this future belongs to a task of a "
+                "CancellableThreadPoolExecutor, and only its worker sets its state; "
+                "use cancel() to stop the task"
+            )
 
     def __repr__(self) -> str:
         with self._condition:
@@ -225,11 +280,17 @@ class CancellableFuture(Future[T]):
                     text = f"finished returned {type(self._result).__name__}"
             else:
                 text = "cancelled" if state is TaskState.STOPPED else state.value
-            if self._token.cancelled and state is not TaskState.FINISHED:
-                text += f" reason={self._token.reason!r}"
+            token = self._token
+            if token is not None and token.cancelled and state is not TaskState.FINISHED:
+                text += f" reason={token.reason!r}"
         return f"<{type(self).__name__} at {id(self):#x} state={text}>"
 
     # ------------------------------------------------------------- the state machine
+
+    def _stopped_now(self) -> bool:
+        """Whether the task's code has stopped; ``wait_stopped(0)`` without its checks."""
+        with self._condition:
+            return self._code_stopped()
 
     def _code_stopped(self) -> bool:
         """Whether the task's code has stopped (or never ran). Call under the lock."""
@@ -244,14 +305,18 @@ class CancellableFuture(Future[T]):
         reason: str = "cancel",
         result: Any = None,
         exception: Optional[BaseException] = None,
+        tally: Optional[WorkerCounts] = None,
     ) -> bool:
         """Apply *event* (TAKE, CANCEL, COMPLETE, DROP) to the task.
 
-        The only place a bound future changes state; see the module docstring.
+        The only place a bound future changes state; see the module docstring. A worker
+        passes its *tally* with TAKE and COMPLETE, counted under this future's lock
+        (before any callback runs, so a failing callback cannot skew the counts).
 
         Returns:
             For TAKE, whether the worker should run the task; for CANCEL, what
-            ``cancel()`` returns; for COMPLETE and DROP, True.
+            ``cancel()`` returns; for COMPLETE, whether the outcome was kept (False: the
+            future was cancelled, the outcome dropped); for DROP, True.
         """
         wakeup: Optional[_Wakeup] = None
         callbacks = False
@@ -261,6 +326,8 @@ class CancellableFuture(Future[T]):
                 if old == PENDING_:
                     new = RUNNING_
                     self._state = RUNNING
+                    if tally is not None:
+                        tally.started += 1
                 elif old == CANCELLED_ and self._state == CANCELLED:
                     self._notify_cancelled()
                     return False
@@ -271,8 +338,15 @@ class CancellableFuture(Future[T]):
                     new = FINISHED_
                     self._set_outcome(result, exception)
                     callbacks = True
+                    if tally is not None:
+                        if exception is None:
+                            tally.completed += 1
+                        else:
+                            tally.failed += 1
                 elif old == STOPPING_:
                     new = STOPPED_
+                    if tally is not None:
+                        tally.stopped += 1
                 else:
                     raise RuntimeError(f"cannot complete {self!r}: it is not running")
                 self._condition.notify_all()
@@ -287,9 +361,10 @@ class CancellableFuture(Future[T]):
                     self._notify_cancelled()
                 else:
                     return old != FINISHED_
-                wakeup = self._token._cancel(reason)
+                wakeup = self.token._cancel(reason)
                 callbacks = True
                 self._condition.notify_all()
+                self._count(new)
             else:  # DROP
                 if old == CANCELLED_ and self._state == CANCELLED:
                     self._notify_cancelled()
@@ -301,21 +376,34 @@ class CancellableFuture(Future[T]):
                     self._set_outcome(None, exception)
                 else:
                     new = CANCELLED_
-                    wakeup = self._token._cancel(reason)
+                    wakeup = self.token._cancel(reason)
                     self._notify_cancelled()
                 callbacks = True
                 self._condition.notify_all()
+                self._count(new)
             self._task = new
-            if self._counts is not None:
-                self._counts.moved(old, new, new == FINISHED_ and exception is not None)
         if wakeup is not None:
             wakeup.fire()
         if callbacks:
             self._invoke_callbacks()  # type: ignore[attr-defined]
-        elif new == STOPPED_ and LOGGER.isEnabledFor(logging.DEBUG):
-            what = f"raised {exception!r}" if exception is not None else f"returned {result!r}"
-            LOGGER.debug("task of %r stopped after its cancel and %s; dropped", self, what)
+        elif new == STOPPED_:
+            if LOGGER.isEnabledFor(logging.DEBUG):
+                what = f"raised {exception!r}" if exception is not None else f"returned {result!r}"
+                LOGGER.debug("task of %r stopped after its cancel and %s; dropped", self, what)
+            return False
         return True
+
+    def _count(self, new: int) -> None:
+        """Under the lock: count a CANCEL or DROP (workers count TAKE and COMPLETE)."""
+        counts = self._counts
+        if counts is not None:
+            with counts.lock:
+                if new == CANCELLED_:
+                    counts.cancelled_pending += 1
+                elif new == STOPPING_:
+                    counts.cancelled_running += 1
+                else:
+                    counts.broken += 1
 
     def _notify_cancelled(self) -> None:
         """Under the lock: mark cancelled and tell wait()/as_completed() waiters."""
@@ -343,7 +431,7 @@ class CancellableFuture(Future[T]):
             if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
                 return True
             self._state = CANCELLED
-            wakeup = self._token._cancel(reason)
+            wakeup = self.token._cancel(reason)
             self._condition.notify_all()
         if wakeup is not None:
             wakeup.fire()

@@ -5,17 +5,20 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-__all__ = ("ExecutorStatistics", "TaskCounts")
+__all__ = ("ExecutorStatistics", "SharedCounts", "WorkerCounts")
 
 
 @dataclass(frozen=True)
 class ExecutorStatistics:
-    """A consistent snapshot of an executor's tasks, taken under one lock.
+    """A snapshot of an executor's tasks by state.
 
     Every task submitted is in exactly one of ``pending``, ``running``, ``completed``,
-    ``failed`` and ``cancelled``, so those five add up to ``submitted``. ``stopping``
-    counts the cancelled tasks whose code is still running (their futures are already
-    cancelled and done; their workers are still busy).
+    ``failed`` and ``cancelled``, so those five add up to ``submitted`` whenever no task
+    is changing state. While tasks are changing state, a task may be counted in the
+    state it is leaving instead of the one it is entering (counting costs no lock on a
+    task's path); no count is ever negative. ``stopping`` counts the cancelled tasks
+    whose code is still running (their futures are already done; their workers are
+    still busy).
 
     Attributes:
         max_workers: The executor's ``max_workers``.
@@ -41,39 +44,42 @@ class ExecutorStatistics:
     stopping: int
 
 
-class TaskCounts:
-    """How many of one executor's tasks are in each state, and how many failed.
+class SharedCounts:
+    """The counts of one executor that are not kept by its workers.
 
-    States are the future module's internal state codes, small ints (an ``Enum`` key
-    would cost a Python-level ``__hash__`` per update, on every task's hot path).
+    Counting costs nothing on a task's hot path: each worker counts the tasks it starts
+    and ends in plain attributes that only it writes (see ``WorkerThread``), and
+    ``submitted`` is written only by ``submit()``, under the executor's ``_shutdown_lock``
+    that it holds anyway. What happens outside workers (a cancel, a drop at shutdown or
+    when the pool breaks) is rare, and counted here under ``lock``, a leaf lock that
+    futures take inside their own ``_condition``.
 
-    Shared by an executor, its workers and its futures (never referencing the executor,
-    so it cannot keep one alive). ``lock`` is a leaf lock: futures take it inside their
-    own ``_condition`` when they change state, and nothing is acquired under it.
+    Shared by an executor, its workers and its futures; it never references the
+    executor, so it cannot keep one alive.
     """
 
-    __slots__ = ("by_state", "failed", "lock")
+    __slots__ = ("broken", "cancelled_pending", "cancelled_running", "lock", "submitted")
 
-    def __init__(self, n_states: int) -> None:
+    def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.by_state = [0] * n_states
-        self.failed = 0
+        self.submitted = 0  # written under the executor's _shutdown_lock
+        self.cancelled_pending = 0  # PENDING -> CANCELLED
+        self.cancelled_running = 0  # RUNNING -> STOPPING
+        self.broken = 0  # PENDING -> FINISHED with BrokenThreadPool, never run
 
-    def added(self, state: int) -> None:
-        """Count a new task, in *state*."""
-        with self.lock:
-            self.by_state[state] += 1
 
-    def moved(self, old: int, new: int, failed: bool) -> None:
-        """Count a task's move from *old* to *new* (and whether it ended by raising)."""
-        with self.lock:
-            by_state = self.by_state
-            by_state[old] -= 1
-            by_state[new] += 1
-            if failed:
-                self.failed += 1
+class WorkerCounts:
+    """What one worker did: written only by that worker, under the future's lock.
 
-    def snapshot(self) -> tuple[list[int], int]:
-        """Return (counts by state code, failed) as of one instant."""
-        with self.lock:
-            return list(self.by_state), self.failed
+    One writer per field, so no lock is needed to count; readers see each field's value
+    as of some recent instant. Kept after the worker exits (the executor keeps its
+    threads), so the totals never shrink.
+    """
+
+    __slots__ = ("completed", "failed", "started", "stopped")
+
+    def __init__(self) -> None:
+        self.started = 0  # PENDING -> RUNNING
+        self.completed = 0  # RUNNING -> FINISHED, returned
+        self.failed = 0  # RUNNING -> FINISHED, raised
+        self.stopped = 0  # STOPPING -> STOPPED

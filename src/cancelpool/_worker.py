@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from ._compat import daemon_threads_allowed, register_atexit
 from ._current import _slot
 from ._future import COMPLETE, TAKE, CancellableFuture
+from ._stats import WorkerCounts
 
 if TYPE_CHECKING:
     from ._executor import CancellableThreadPoolExecutor
@@ -137,6 +138,8 @@ class WorkerThread(threading.Thread):
         self._initargs = initargs
         #: The future whose task this worker has taken, until its code has stopped.
         self.current: Optional[CancellableFuture[Any]] = None
+        #: What this worker did; only this thread writes it.
+        self.counts = WorkerCounts()
 
     def start(self) -> None:
         """Start the thread and register it for the exit hook."""
@@ -180,7 +183,21 @@ class WorkerThread(threading.Thread):
                 item = work_queue.get(block=True)
 
             if item is not None:
-                self.run_task(item)
+                try:
+                    self.run_task(item)
+                except BaseException:
+                    # Task outcomes never get here (run_task puts them on the future);
+                    # a done-callback raising a BaseException, or a future driven from
+                    # outside its executor, does. The stdlib's worker dies of it; ours
+                    # logs it and takes the next task, so the pool keeps its capacity.
+                    FUTURES_LOGGER.critical(
+                        "Exception in worker %s after running %r; the worker carries on",
+                        self.name,
+                        item.future,
+                        exc_info=True,
+                    )
+                    self.current = None
+                    _slot.future = None
                 # Drop the references to the task's function and arguments now,
                 # not when the next item arrives (GH-60488).
                 del item
@@ -209,17 +226,18 @@ class WorkerThread(threading.Thread):
         del executor
         if stop_reason is not None:
             future.cancel(reason=stop_reason)
-        if not future._transition(TAKE):
+        tally = self.counts
+        if not future._transition(TAKE, tally=tally):
             self.current = None
             return
-        _slot.token = future._token
+        _slot.future = future
         try:
             result = item.fn(*item.args, **item.kwargs)
         except BaseException as exc:  # noqa: BLE001 - any outcome belongs on the future
-            _slot.token = None
-            future._transition(COMPLETE, exception=exc)
+            _slot.future = None
+            future._transition(COMPLETE, exception=exc, tally=tally)
         else:
-            _slot.token = None
-            future._transition(COMPLETE, result=result)
+            _slot.future = None
+            future._transition(COMPLETE, result=result, tally=tally)
         finally:
             self.current = None
