@@ -8,8 +8,8 @@ idle only when the queue is empty, gh-115634), and differs in three things:
 
 * it records on the thread which future it is running (``current``), so that
   ``shutdown()`` can find running tasks and cancel them;
-* it sets the thread-local token slot around the call to the task's function, and
-  clears it before the future is touched;
+* it puts the task's future in the thread-local slot that ``current_token()`` reads,
+  around the call to the task's function only (cleared before the future is touched);
 * it reports the outcome through the future's state machine, which drops the outcome of
   a task whose future was cancelled while it ran.
 
@@ -24,7 +24,7 @@ joins every live worker, as the stdlib does.
 
 Locking protocol
 ----------------
-``_global_shutdown_lock`` guards ``_global_shutdown`` and ``_live_workers``; ``submit``
+``global_shutdown_lock`` guards ``_global_shutdown`` and ``_live_workers``; ``submit``
 holds it (inside the executor's ``_shutdown_lock``) so that no task is queued after the
 exit hook has run. A worker's ``current`` is written only by that worker and read
 without a lock by ``shutdown()``; see ``WorkerThread.run_task`` for the ordering that
@@ -172,15 +172,15 @@ class WorkerThread(threading.Thread):
     def _loop(self) -> None:
         work_queue = self._work_queue
         while True:
-            try:
-                item = work_queue.get_nowait()
-            except queue.Empty:
-                # Idle: let submit() reuse this thread instead of starting another.
+            if work_queue.empty():
+                # Idle: let submit() reuse this thread instead of starting another. (The
+                # 3.13 loop asks with get_nowait(); raising and catching queue.Empty costs
+                # more than the whole of our per-task bookkeeping.)
                 executor = self._executor_ref()
                 if executor is not None:
                     executor._idle_semaphore.release()
                 del executor
-                item = work_queue.get(block=True)
+            item = work_queue.get(block=True)
 
             if item is not None:
                 try:
@@ -226,8 +226,9 @@ class WorkerThread(threading.Thread):
         del executor
         if stop_reason is not None:
             future.cancel(reason=stop_reason)
+        # Positional arguments to _transition: keyword parsing is measurable at this rate.
         tally = self.counts
-        if not future._transition(TAKE, tally=tally):
+        if not future._transition(TAKE, "", None, None, tally):
             self.current = None
             return
         _slot.future = future
@@ -235,9 +236,9 @@ class WorkerThread(threading.Thread):
             result = item.fn(*item.args, **item.kwargs)
         except BaseException as exc:  # noqa: BLE001 - any outcome belongs on the future
             _slot.future = None
-            future._transition(COMPLETE, exception=exc, tally=tally)
+            future._transition(COMPLETE, "", None, exc, tally)
         else:
             _slot.future = None
-            future._transition(COMPLETE, result=result, tally=tally)
+            future._transition(COMPLETE, "", result, None, tally)
         finally:
             self.current = None
