@@ -12,7 +12,8 @@ from typing import Callable
 
 import pytest
 
-from cancelpool import CancellableThreadPoolExecutor
+from cancelpool import CancellableThreadPoolExecutor, _timer
+from cancelpool._timer import ManualScheduler
 
 #: Every blocking wait in a test is bounded by this; a hang becomes a failure, not a
 #: frozen CI. Generous: it only has to be finite.
@@ -49,7 +50,12 @@ def no_thread_leaks() -> Iterator[None]:
     deadline = time.monotonic() + WAIT
     leaked: list[threading.Thread] = []
     while time.monotonic() < deadline:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        # The timer thread is one per process, started on first use, by design.
+        leaked = [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.is_alive() and t.name != "cancelpool-timer"
+        ]
         if not leaked:
             return
         leaked[0].join(0.05)
@@ -74,3 +80,15 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT) ->
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.001)
+
+
+@pytest.fixture
+def manual_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[ManualScheduler]:
+    """Executors created in the test schedule escalation on a fake clock.
+
+    ``manual_clock.advance(seconds)`` runs the steps now due, in the test's thread: no
+    sleeping to wait for a grace period, and each step happens exactly when the test says.
+    """
+    scheduler = ManualScheduler()
+    monkeypatch.setattr(_timer, "_scheduler", scheduler)
+    yield scheduler

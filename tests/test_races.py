@@ -201,7 +201,7 @@ class FutureStateMachine(RuleBasedStateMachine):
         self.counts = SharedCounts()
         self.counts.submitted = 1
         self.tally = WorkerCounts()
-        self.future: CancellableFuture[Any] = CancellableFuture._for_task(self.counts)
+        self.future: CancellableFuture[Any] = CancellableFuture._for_task(self.counts, None)
         self.callbacks = 0
         self.future.add_done_callback(self._on_done)
         self.taken = False
@@ -277,6 +277,8 @@ class FutureStateMachine(RuleBasedStateMachine):
             TaskState.CANCELLED: c.cancelled_pending,
             TaskState.STOPPING: c.cancelled_running - t.stopped,
             TaskState.STOPPED: t.stopped,
+            TaskState.INTERRUPTED: 0,  # this model never forces
+            TaskState.ABANDONED: 0,
         }
         assert derived == {s: int(s is state) for s in TaskState}
         if state is TaskState.CANCELLED and self.taken:

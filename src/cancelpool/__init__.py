@@ -19,25 +19,43 @@ it, or registers a callback on it::
 """
 
 from ._current import checkpoint, current_token, current_token_or_none
-from ._exceptions import TaskCancelled
+from ._exceptions import (
+    CancelPoolWarning,
+    ForceUnavailableWarning,
+    InterruptSwallowedWarning,
+    StillRunningWarning,
+    TaskCancelled,
+    TaskInterrupted,
+    WorkerAbandonedWarning,
+)
 from ._executor import CancellableThreadPoolExecutor
 from ._future import CancellableFuture, TaskState
+from ._inject import AVAILABLE as FORCE_AVAILABLE
+from ._shield import shield
 from ._stats import ExecutorStatistics
 from ._token import CallbackHandle, CancelToken
 from ._version import __version__
 
 __all__ = (
+    "FORCE_AVAILABLE",
     "CallbackHandle",
+    "CancelPoolWarning",
     "CancelToken",
     "CancellableFuture",
     "CancellableThreadPoolExecutor",
     "ExecutorStatistics",
+    "ForceUnavailableWarning",
+    "InterruptSwallowedWarning",
+    "StillRunningWarning",
     "TaskCancelled",
+    "TaskInterrupted",
     "TaskState",
+    "WorkerAbandonedWarning",
     "__version__",
     "checkpoint",
     "current_token",
     "current_token_or_none",
+    "shield",
 )
 
 # Reprs, tracebacks and pickles name the public module, not the private one.

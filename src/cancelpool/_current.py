@@ -16,12 +16,11 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Optional
 
-from ._token import CancelToken
-
 if TYPE_CHECKING:
     from ._future import CancellableFuture
+    from ._token import CancelToken
 
-__all__ = ("checkpoint", "current_token", "current_token_or_none")
+__all__ = ("checkpoint", "current_token", "current_token_or_none", "shielded")
 
 
 class _Slot(threading.local):
@@ -62,7 +61,8 @@ def current_token_or_none() -> Optional[CancelToken]:
 def checkpoint() -> None:
     """Raise :class:`TaskCancelled` if the running task was asked to stop.
 
-    Outside a cancelpool task it does nothing, so library code can call it freely.
+    Outside a cancelpool task it does nothing, so library code can call it freely; inside
+    a ``shield()`` block it does nothing either (the shield's exit raises instead).
 
     Raises:
         TaskCancelled: the running task's token is cancelled.
@@ -72,3 +72,9 @@ def checkpoint() -> None:
         token = future._token  # None: never made, so never cancelled
         if token is not None:
             token.raise_if_cancelled()
+
+
+def shielded(token: CancelToken) -> bool:
+    """Whether *token* belongs to the task running here and it is inside a shield."""
+    future = _slot.future
+    return future is not None and future._token is token and future._shield_depth > 0

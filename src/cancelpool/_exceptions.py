@@ -1,13 +1,25 @@
-"""The exceptions cancelpool raises.
+"""The exceptions and warnings cancelpool raises.
 
 The tree, with the builtin each one behaves like::
 
     BaseException
-     └── TaskCancelled              a task's code was asked to stop (reason attached)
+     └── TaskCancelled               a task's code was asked to stop (reason attached)
+          └── TaskInterrupted        ... and, not stopping, was interrupted: injected into
+                                     its thread by forced cancellation
 
     Exception
-     └── RuntimeError
-          └── (plain RuntimeError)  current_token() outside a task, submit() after shutdown
+     ├── RuntimeError                current_token() outside a task, submit() after shutdown
+     └── Warning
+          └── RuntimeWarning
+               └── CancelPoolWarning            base: filter them all with this
+                    ├── StillRunningWarning     running `grace` after a cancel that does
+                    │                           not escalate
+                    ├── InterruptSwallowedWarning  an injected TaskInterrupted was caught
+                    │                           and the task ran on
+                    ├── WorkerAbandonedWarning  a worker stuck in a cancelled task was
+                    │                           detached and replaced
+                    └── ForceUnavailableWarning this interpreter cannot inject exceptions;
+                                                forced cancel is cooperative + abandon
 
 cancelpool raises the stdlib's own exceptions wherever the stdlib would:
 ``concurrent.futures.CancelledError`` from ``result()`` of a cancelled future,
@@ -18,7 +30,17 @@ a class of its own, not the builtin ``TimeoutError``), and
 
 from __future__ import annotations
 
-__all__ = ("TaskCancelled",)
+from typing import Callable, Optional
+
+__all__ = (
+    "CancelPoolWarning",
+    "ForceUnavailableWarning",
+    "InterruptSwallowedWarning",
+    "StillRunningWarning",
+    "TaskCancelled",
+    "TaskInterrupted",
+    "WorkerAbandonedWarning",
+)
 
 
 class TaskCancelled(BaseException):
@@ -51,3 +73,77 @@ class TaskCancelled(BaseException):
 
     def __str__(self) -> str:
         return f"task cancelled (reason: {self.reason})"
+
+
+#: Set by ``cancelpool._inject``: called (in the interrupted thread, where the
+#: exception lands) to record the landing and return the task's stop reason.
+_on_interrupt: Optional[Callable[[], str]] = None
+
+
+class TaskInterrupted(TaskCancelled):
+    """Injected into a task that did not stop after a forced cancel's grace period.
+
+    A ``TaskCancelled``, so ``except Exception:`` in task code does not catch it and the
+    worker treats it as any stop. It appears in the task's thread at the point its code
+    had reached (the traceback shows where), never inside a ``cancelpool.shield()`` block
+    and never inside the stdlib's threading, queue or logging code (see
+    ``cancelpool._inject``).
+
+    Task code that catches it anyway (a bare ``except:``) keeps running; cancelpool then
+    warns (``InterruptSwallowedWarning``), injects again, and finally abandons the worker.
+    """
+
+    def __init__(self, reason: Optional[str] = None) -> None:
+        # The interpreter instantiates the class with no arguments where the exception
+        # lands; the hook records the landing and supplies the task's reason.
+        if reason is None:
+            hook = _on_interrupt
+            reason = hook() if hook is not None else "cancel"
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        return f"task interrupted by forced cancellation (reason: {self.reason})"
+
+    def __reduce__(self) -> tuple[type[TaskInterrupted], tuple[str]]:
+        return (type(self), (self.reason,))
+
+
+class CancelPoolWarning(RuntimeWarning):
+    """Base class of cancelpool's warnings.
+
+    ``warnings.filterwarnings("ignore", category=cancelpool.CancelPoolWarning)`` silences
+    all of them; each subclass is documented with what to do about it.
+    """
+
+
+class StillRunningWarning(CancelPoolWarning):
+    """A task was still running ``grace`` seconds after a cancel that does not escalate.
+
+    The message names the task and shows where its thread is. Fix: make the task check
+    its token there, or cancel with ``force=True``.
+    """
+
+
+class InterruptSwallowedWarning(CancelPoolWarning):
+    """A task caught the ``TaskInterrupted`` injected into it and kept running.
+
+    Usually a bare ``except:`` or ``except BaseException:``; let ``TaskCancelled``
+    propagate. cancelpool injects again, then abandons the worker.
+    """
+
+
+class WorkerAbandonedWarning(CancelPoolWarning):
+    """A worker whose cancelled task did not stop was detached and replaced.
+
+    Its thread keeps running the task's code (typically stuck in a C call that no
+    exception can interrupt) until that returns; it then exits without taking another
+    task. The pool started a new worker in its place.
+    """
+
+
+class ForceUnavailableWarning(CancelPoolWarning):
+    """This interpreter cannot raise an exception in another thread.
+
+    Forced cancellation degrades to the cooperative cancel plus abandoning the worker;
+    ``cancelpool.FORCE_AVAILABLE`` says which applies. Warned once per process.
+    """

@@ -40,12 +40,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from . import _worker
 from ._compat import BrokenThreadPool
+from ._escalate import Policy
 from ._future import (
     DROP,
     CancellableFuture,
 )
 from ._stats import ExecutorStatistics, SharedCounts
-from ._validate import check_bool, check_callable, check_timeout
+from ._timer import get_scheduler
+from ._validate import DEFAULT, _Default, check_bool, check_callable, check_timeout
 from ._worker import WorkerThread, WorkItem
 
 if TYPE_CHECKING:
@@ -66,8 +68,10 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     this class swapped in. Each task runs with its own stop token
     (:func:`cancelpool.current_token`); ``future.cancel()`` sets it when the task is
     running, and the task stops when its code next checks. Python has no way to stop a
-    thread from outside, so a task that never checks its token runs to its end (its
-    outcome is then dropped, as its future is already cancelled).
+    thread from outside; for tasks that never check, a *forced* cancel escalates after a
+    grace period: ``TaskInterrupted`` is raised in the task's thread at a safe point, and
+    a worker still stuck ``abandon_after`` seconds later (blocked in C code) is detached
+    and replaced, so the pool keeps its capacity (see ``cancelpool._escalate``).
 
     Differences from ``ThreadPoolExecutor``:
 
@@ -82,7 +86,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     * ``statistics()`` returns a snapshot of the tasks by state.
     * Constructor arguments of the wrong type raise ``TypeError`` naming the argument.
     * Worker threads are daemon threads that the executor's own exit hook joins, as the
-      stdlib's hook joins its workers: queued work still completes at interpreter exit.
+      stdlib's hook joins its workers: queued work still completes at interpreter exit,
+      but for at most ``exit_timeout`` seconds (the stdlib waits for ever), and tasks
+      already cancelled are not waited for.
 
     Args:
         max_workers: The most threads to run tasks in; None picks the stdlib's default
@@ -91,10 +97,19 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         initializer: Called with *initargs* at the start of each worker thread; if it
             raises, the pool is broken, as in the stdlib.
         initargs: Arguments for *initializer*.
+        force: Whether a plain ``cancel()`` of a running task escalates (per call:
+            ``cancel(force=...)``). Default False: cooperative only.
+        grace: Seconds a cancelled running task has to stop on its own before it is
+            interrupted (force) or a ``StillRunningWarning`` names it (no force).
+        abandon_after: Seconds after the first interrupt attempt at which a task still
+            running gets its worker abandoned and replaced.
+        exit_timeout: The most seconds interpreter exit waits for this executor's
+            unfinished tasks before cancelling them (reason ``"exit"``) and abandoning
+            their workers; None waits as long as they take, like the stdlib.
 
     Raises:
         TypeError: an argument has the wrong type.
-        ValueError: *max_workers* is not greater than 0.
+        ValueError: *max_workers* is not greater than 0, or a delay is negative or NaN.
     """
 
     # The stdlib's attributes, typed as this class uses them: typeshed types the queue
@@ -109,6 +124,11 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         thread_name_prefix: str = "",
         initializer: Optional[Callable[..., object]] = None,
         initargs: tuple[Any, ...] = (),
+        *,
+        force: bool = False,
+        grace: float = 1.0,
+        abandon_after: float = 5.0,
+        exit_timeout: Optional[float] = 5.0,
     ) -> None:
         if max_workers is not None:
             if isinstance(max_workers, bool) or not isinstance(max_workers, int):
@@ -121,8 +141,24 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             check_callable("initializer", initializer)
         if not isinstance(initargs, tuple):
             raise TypeError(f"initargs must be a tuple, got {initargs!r}")
+        check_bool("force", force)
+        grace_s = check_timeout("grace", grace, allow_none=False)
+        abandon_s = check_timeout("abandon_after", abandon_after, allow_none=False)
+        exit_s = check_timeout("exit_timeout", exit_timeout)
+        assert grace_s is not None and abandon_s is not None
         super().__init__(max_workers, thread_name_prefix, initializer, initargs)
         self._counts = SharedCounts()
+        self._policy = Policy(
+            self,
+            force=force,
+            grace=grace_s,
+            abandon_after=abandon_s,
+            exit_timeout=exit_s,
+            scheduler=get_scheduler(),
+        )
+        # Workers detached because their cancelled task would not stop (their counts
+        # still count); they are no longer in _threads.
+        self._abandoned: list[WorkerThread] = []
         # Set by shutdown(cancel_running=True): the reason to cancel any task a worker
         # takes from now on with. Read by workers without a lock (see _worker).
         self._stop_new_tasks: Optional[str] = None
@@ -154,7 +190,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _worker.is_global_shutdown():
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-            future: CancellableFuture[T] = CancellableFuture._for_task(self._counts)
+            future: CancellableFuture[T] = CancellableFuture._for_task(self._counts, self._policy)
             self._work_queue.put(WorkItem(future, fn, args, kwargs))
             self._counts.submitted += 1  # we hold _shutdown_lock, its writers' lock
             self._adjust_thread_count()
@@ -204,16 +240,42 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             q.put(None)
 
         if len(self._threads) < self._max_workers:
-            name = f"{self._thread_name_prefix or self}_{next(self._worker_numbers)}"
-            worker = WorkerThread(
-                name,
-                weakref.ref(self, weakref_cb),
-                self._work_queue,
-                self._initializer,
-                self._initargs,
-            )
-            worker.start()
-            self._threads.add(worker)
+            self._start_worker(weakref_cb)
+
+    def _start_worker(self, weakref_cb: Callable[[object], None]) -> None:
+        """Start one more worker. Call under ``_shutdown_lock`` and the global lock."""
+        name = f"{self._thread_name_prefix or self}_{next(self._worker_numbers)}"
+        worker = WorkerThread(
+            name,
+            weakref.ref(self, weakref_cb),
+            self._work_queue,
+            self._initializer,
+            self._initargs,
+        )
+        worker.start()
+        self._threads.add(worker)
+
+    def _abandon_worker(self, worker: WorkerThread) -> None:
+        """Detach *worker* (its cancelled task will not stop) and start a replacement.
+
+        The detached thread finishes its task's code if it ever returns, then exits
+        without taking another task; the exit hook no longer waits for it.
+        """
+        with self._shutdown_lock, _worker.global_shutdown_lock:
+            if worker.abandoned:
+                return
+            worker.abandoned = True
+            self._threads.discard(worker)
+            self._abandoned.append(worker)
+            _worker.forget_worker(worker)
+            # Keep the pool's capacity while it may still get work: not shut down, or
+            # shut down with tasks still queued that someone must run or drop.
+            if (not self._shutdown or not self._work_queue.empty()) and not self._broken:
+
+                def weakref_cb(_: object, q: queue.SimpleQueue[Any] = self._work_queue) -> None:
+                    q.put(None)
+
+                self._start_worker(weakref_cb)
 
     def _initializer_failed(self) -> None:
         with self._shutdown_lock:
@@ -242,6 +304,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         cancel_futures: bool = False,
         timeout: Optional[float] = None,
         cancel_running: Optional[bool] = None,
+        force: Union[bool, _Default] = DEFAULT,
     ) -> tuple[CancellableFuture[Any], ...]:
         """Stop accepting tasks, optionally cancel them, and wait for the workers.
 
@@ -259,22 +322,30 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             cancel_running: Cancel the tasks that are running (reason ``"shutdown"``), and
                 any that a worker takes from now on. Default: ``cancel_futures and timeout
                 is not None``. Pass True to ask for it without a timeout.
+            force: Escalate the running tasks cancelled here (default: the executor's
+                ``force``). With a *timeout*, the ladder is compressed to fit in it: the
+                interrupt comes after ``min(grace, timeout / 4)`` and workers still stuck
+                at three quarters of the timeout are abandoned, so that the call
+                returns within *timeout* whatever the tasks do.
 
         Returns:
             The futures of the tasks whose code was still running when the call returned:
-            empty when every worker was done. A cancelled task that has not yet noticed
-            its token is in this tuple with ``task_state`` ``STOPPING``. Tasks still
-            queued (``cancel_futures=False``) are not; ``statistics().pending`` counts
-            them.
+            empty when every worker was done. A cancelled task that has not yet stopped
+            is in this tuple with ``task_state`` ``STOPPING``, ``INTERRUPTED`` or
+            ``ABANDONED``. Tasks still queued (``cancel_futures=False``) are not;
+            ``statistics().pending`` counts them.
 
         Raises:
-            TypeError: *timeout* or *cancel_running* has the wrong type.
+            TypeError: an argument has the wrong type.
             ValueError: *timeout* is negative or NaN, or given with ``wait=False``.
         """
         seconds = check_timeout("timeout", timeout)
         if cancel_running is None:
             cancel_running = bool(cancel_futures) and seconds is not None
         check_bool("cancel_running", cancel_running)
+        if force is not DEFAULT:
+            check_bool("force", force)
+        use_force = self._policy.force if force is DEFAULT else bool(force)
         if seconds is not None and not wait:
             raise ValueError(f"timeout={timeout!r} needs wait=True: nothing waits with wait=False")
         deadline = None if seconds is None else time.monotonic() + seconds
@@ -290,10 +361,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             item.future._transition(DROP, reason="shutdown")
         workers = list(self._threads)
         if cancel_running:
-            for worker in workers:
-                future = worker.current
-                if future is not None:
-                    future.cancel(reason="shutdown")
+            self._cancel_running(workers, use_force, seconds)
         if wait:
             me = threading.current_thread()
             for worker in workers:
@@ -303,15 +371,35 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                     worker.join()
                 else:
                     worker.join(max(0.0, deadline - time.monotonic()))
-        return self._still_running(workers)
+        return self._still_running(workers + self._abandoned)
+
+    def _cancel_running(
+        self, workers: list[WorkerThread], force: bool, seconds: Optional[float]
+    ) -> None:
+        policy = self._policy
+        if seconds is None:
+            grace, abandon_after = policy.grace, policy.abandon_after
+        else:  # compress the ladder into the timeout
+            grace = min(policy.grace, seconds / 4)
+            abandon_after = max(0.0, seconds * 0.75 - grace)
+        for worker in workers:
+            item = worker.current_item
+            if item is None:
+                continue
+            future = item.future
+            if force:
+                future.cancel(reason="shutdown", force=False)
+                policy.escalate(future, True, grace, abandon_after)
+            else:
+                future.cancel(reason="shutdown", force=False)
 
     @staticmethod
     def _still_running(workers: list[WorkerThread]) -> tuple[CancellableFuture[Any], ...]:
         running = []
         for worker in workers:
-            future = worker.current
-            if future is not None and not future._stopped_now():
-                running.append(future)
+            item = worker.current_item
+            if item is not None and not item.future._stopped_now():
+                running.append(item.future)
         return tuple(running)
 
     # ------------------------------------------------------------------ introspection
@@ -321,7 +409,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
 
         Exact whenever no task is changing state; see ``ExecutorStatistics``.
         """
-        workers = [worker.counts for worker in list(self._threads)]
+        workers = [worker.counts for worker in list(self._threads) + list(self._abandoned)]
         counts = self._counts
         # Read in causal order: each event is read before the events that must precede
         # it for the same task (a task ends after it started, starts after it was
@@ -334,6 +422,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             cancelled_running = counts.cancelled_running
             cancelled_pending = counts.cancelled_pending
             broken = counts.broken
+            interrupts = counts.interrupts
+            abandoned = counts.abandoned
         started = sum(w.started for w in workers)
         submitted = counts.submitted
         return ExecutorStatistics(
@@ -346,6 +436,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             failed=failed + broken,
             cancelled=cancelled_pending + cancelled_running,
             stopping=max(0, cancelled_running - stopped),
+            interrupts=interrupts,
+            abandoned_workers=abandoned,
         )
 
     def __repr__(self) -> str:

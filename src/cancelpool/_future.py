@@ -5,17 +5,21 @@ A task's life::
                  cancel()                       the future is cancelled at once;
     PENDING ───────────────────────────────▶ CANCELLED   the code never runs
        │ a worker takes it
-       ▼             cancel()
-    RUNNING ─────────────────▶ STOPPING ──────────────▶ STOPPED
-       │   future cancelled at once,   code still        code ended; whatever it
-       │   token set                   running           returned or raised is dropped
-       │ code returns or raises
-       ▼
-    FINISHED   result or exception set on the future
+       ▼             cancel()                     code ends
+    RUNNING ─────────────────▶ STOPPING ─────────────────────────────▶ STOPPED
+       │   future cancelled at once,   │  ▲ (forced, after grace)          ▲ ▲
+       │   token set                   ▼  │ interrupt again                 │ │
+       │                           INTERRUPTED ─────────────────────────────┘ │
+       │ code returns or raises        │ (still running abandon_after later)   │
+       ▼                               ▼                                      │
+    FINISHED   outcome on the future  ABANDONED ── the detached thread returns ┘
 
 ``TaskState`` names these states (internally they are small ints, ``PENDING_`` ...,
 for speed); ``CancellableFuture._transition`` is the one function that moves a task
-between them, on the events ``TAKE``, ``CANCEL``, ``COMPLETE`` and ``DROP``. The base
+between them, on the events ``TAKE``, ``CANCEL``, ``COMPLETE``, ``DROP``, and, for
+forced cancellation, ``INTERRUPT`` (send ``TaskInterrupted`` into the task's thread, see
+``cancelpool._inject``) and ``ABANDON`` (the worker is detached; see
+``cancelpool._escalate``). The base
 ``Future`` keeps its own ``_state`` string
 (``PENDING``, ``RUNNING``, ``CANCELLED``, ``CANCELLED_AND_NOTIFIED``, ``FINISHED``)
 because every inherited method, ``wait()`` and ``as_completed()`` read it; each
@@ -28,6 +32,8 @@ PENDING        PENDING
 CANCELLED      CANCELLED, then CANCELLED_AND_NOTIFIED once taken off the queue
 RUNNING        RUNNING
 STOPPING       CANCELLED_AND_NOTIFIED
+INTERRUPTED    CANCELLED_AND_NOTIFIED
+ABANDONED      CANCELLED_AND_NOTIFIED
 STOPPED        CANCELLED_AND_NOTIFIED
 FINISHED       FINISHED
 =============  ==========================
@@ -38,7 +44,10 @@ A task has exactly one lock: its future's ``_condition`` (an ``RLock`` underneat
 the same one every inherited ``Future`` method takes. ``_transition`` holds it while it
 reads and writes both states, the result, the waiters list, and while it sets the
 token's flag and counts a cancel or a drop; those two take leaf locks of their own
-(``_token._lock``, ``SharedCounts.lock``) and call nothing. User code never runs under the
+(``_token._lock``, ``SharedCounts.lock``) and call nothing. An ``INTERRUPT`` sends the
+exception while holding the lock, so the worker, which takes the same lock to record that
+the task's code ended (``COMPLETE``, which also revokes anything still pending), can
+never let an interrupt meant for this task reach the next one. User code never runs under the
 future's lock: done-callbacks, token callbacks, and the event that wakes ``token.wait()``
 all run after it is released, in the thread that made the transition. Since cancel and
 completion both transition under the same lock, exactly one of them wins: either the
@@ -53,15 +62,19 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from types import CodeType
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 
+from . import _exceptions, _inject
 from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from ._current import _slot
 from ._token import CancelToken, _Wakeup
-from ._validate import check_reason, check_timeout
+from ._validate import DEFAULT, _Default, check_bool, check_reason, check_timeout
 
 if TYPE_CHECKING:
+    from ._escalate import Ladder, Policy
     from ._stats import SharedCounts, WorkerCounts
 
 __all__ = ("CancellableFuture", "TaskState")
@@ -75,7 +88,9 @@ class TaskState(enum.Enum):
     """Where a task is in its life; see ``CancellableFuture.task_state``.
 
     A task's code has stopped (or never ran) in ``FINISHED``, ``CANCELLED`` and
-    ``STOPPED``; it may still be running in ``RUNNING`` and ``STOPPING``.
+    ``STOPPED``; it may still be running in ``RUNNING``, ``STOPPING``, ``INTERRUPTED`` and
+    ``ABANDONED``. The last three are the steps of the escalation ladder: the future
+    is cancelled in all of them.
     """
 
     #: Queued; no worker has taken it yet.
@@ -90,13 +105,17 @@ class TaskState(enum.Enum):
     CANCELLED = "cancelled"
     #: Its code ended after a stop request; whatever it returned or raised was dropped.
     STOPPED = "stopped"
+    #: Forced: ``TaskInterrupted`` was sent into its thread; the code is still running.
+    INTERRUPTED = "interrupted"
+    #: Forced, and still running ``abandon_after`` later: its worker was detached and
+    #: replaced. The code may go on running in that thread; its outcome will be dropped.
+    ABANDONED = "abandoned"
 
 
 # The state codes the machine runs on: ints, because the transition runs twice per task
 # and an Enum costs Python-level __hash__/__eq__ calls there. ``TaskState`` is the
 # public face of the same states, ``_PUBLIC[code]``.
-PENDING_, RUNNING_, STOPPING_, FINISHED_, CANCELLED_, STOPPED_ = range(6)
-N_STATES = 6
+PENDING_, RUNNING_, STOPPING_, FINISHED_, CANCELLED_, STOPPED_, INTERRUPTED_, ABANDONED_ = range(8)
 _PUBLIC = (
     TaskState.PENDING,
     TaskState.RUNNING,
@@ -104,14 +123,20 @@ _PUBLIC = (
     TaskState.FINISHED,
     TaskState.CANCELLED,
     TaskState.STOPPED,
+    TaskState.INTERRUPTED,
+    TaskState.ABANDONED,
 )
 _CODE_STOPPED = (FINISHED_, CANCELLED_, STOPPED_)
+#: Cancelled while running, code not yet ended: the steps of the escalation ladder.
+CODE_STOPPING = (STOPPING_, INTERRUPTED_, ABANDONED_)
 
 # The events: what can happen to a task, the inputs of ``_transition``.
 TAKE = 0  # a worker takes the task off the queue to run it
 CANCEL = 1  # someone asks the task to stop
 COMPLETE = 2  # the task's code returned or raised
 DROP = 3  # the task is taken off the queue and will never run
+INTERRUPT = 4  # forced: send TaskInterrupted into the task's thread (if safe now)
+ABANDON = 5  # forced: the task's worker is detached from the pool
 
 
 class CancellableFuture(Future[T]):
@@ -144,13 +169,29 @@ class CancellableFuture(Future[T]):
     _token: Optional[CancelToken] = None
     #: Where cancels and drops of this task are counted; None when unbound.
     _counts: Optional[SharedCounts] = None
+    #: The executor's escalation settings, consulted when the running task is cancelled.
+    _policy: Optional[Policy] = None
+    #: The counts (and thread id) of the worker that took the task.
+    _tally: Optional[WorkerCounts] = None
+    #: How deep the task's code is in ``cancelpool.shield()`` blocks (its thread writes).
+    _shield_depth = 0
+    #: TaskInterrupted sent into the task's thread / landed there (counted by the landing).
+    _interrupts_sent = 0
+    _interrupts_landed = 0
+    #: An interrupt was refused because of a shield: the shield's exit delivers it.
+    _interrupt_wanted = False
+    #: Why the last interrupt was not sent (for warnings and the tests).
+    _refusal: Optional[str] = None
+    #: The escalation of this task once cancelled while running (``cancelpool._escalate``).
+    _ladder: Optional[Ladder] = None
 
     @classmethod
-    def _for_task(cls, counts: SharedCounts) -> CancellableFuture[Any]:
-        """Make the future of a newly submitted task; *counts* will count its cancel."""
+    def _for_task(cls, counts: SharedCounts, policy: Optional[Policy]) -> CancellableFuture[Any]:
+        """Make the future of a newly submitted task, counted in *counts*."""
         future: CancellableFuture[Any] = cls()
         future._task = PENDING_
         future._counts = counts
+        future._policy = policy
         return future
 
     # ------------------------------------------------------------------ public API
@@ -178,13 +219,27 @@ class CancellableFuture(Future[T]):
                 return _PUBLIC[code]
             return _UNBOUND_STATES[self._state]
 
-    def cancel(self, *, reason: str = "cancel") -> bool:
+    def cancel(
+        self,
+        *,
+        reason: str = "cancel",
+        force: Union[bool, _Default] = DEFAULT,
+        grace: Union[float, _Default] = DEFAULT,
+    ) -> bool:
         """Cancel the future and, if its task is running, ask the task to stop.
 
         Args:
             reason: Why, as the task will see it in ``token.reason`` and in the
                 ``TaskCancelled`` it raises. Built-in callers use ``"cancel"``,
-                ``"shutdown"`` and ``"map"``.
+                ``"shutdown"``, ``"map"`` and ``"exit"``.
+            force: Whether to escalate if the running task has not stopped *grace*
+                seconds later: interrupt it (``TaskInterrupted``), and if it still runs
+                ``abandon_after`` seconds after that, abandon its worker. Default: the
+                executor's ``force``. Passing True on a task already stopping
+                escalates it.
+            grace: Seconds a running task has to stop on its own before escalation (or,
+                without force, before a ``StillRunningWarning``). Default: the
+                executor's ``grace``.
 
         Returns:
             True if the future is cancelled now (it was pending, running, or already
@@ -192,13 +247,17 @@ class CancellableFuture(Future[T]):
             running future; this is the one difference.
 
         Raises:
-            TypeError: *reason* is not a str.
-            ValueError: *reason* is empty.
+            TypeError: an argument has the wrong type.
+            ValueError: *reason* is empty, or *grace* negative or NaN.
         """
         check_reason(reason)
+        if force is not DEFAULT:
+            check_bool("force", force)
+        if grace is not DEFAULT:
+            check_timeout("grace", grace, allow_none=False)
         if self._task is None:
             return self._cancel_unbound(reason)
-        return self._transition(CANCEL, reason=reason)
+        return self._transition(CANCEL, reason, None, None, None, force, grace)
 
     def wait_stopped(self, timeout: Optional[float] = None) -> bool:
         """Wait until the task's code is no longer running.
@@ -274,6 +333,10 @@ class CancellableFuture(Future[T]):
             state = self.task_state
             if state is TaskState.STOPPING:
                 text = "cancelled, still stopping"
+            elif state is TaskState.INTERRUPTED:
+                text = "cancelled, interrupted, still stopping"
+            elif state is TaskState.ABANDONED:
+                text = "cancelled, worker abandoned"
             elif state is TaskState.FINISHED:
                 if self._exception is not None:
                     text = f"finished raised {type(self._exception).__name__}"
@@ -307,20 +370,27 @@ class CancellableFuture(Future[T]):
         result: Any = None,
         exception: Optional[BaseException] = None,
         tally: Optional[WorkerCounts] = None,
+        force: Union[bool, _Default] = DEFAULT,
+        grace: Union[float, _Default] = DEFAULT,
     ) -> bool:
-        """Apply *event* (TAKE, CANCEL, COMPLETE, DROP) to the task.
+        """Apply *event* (TAKE, CANCEL, COMPLETE, DROP, INTERRUPT, ABANDON) to the task.
 
         The only place a bound future changes state; see the module docstring. A worker
         passes its *tally* with TAKE and COMPLETE, counted under this future's lock
-        (before any callback runs, so a failing callback cannot skew the counts).
+        (before any callback runs, so a failing callback cannot skew the counts). CANCEL
+        takes the escalation overrides *force* and *grace*; INTERRUPT takes, as
+        *result*, the code object of the worker frame that called the task.
 
         Returns:
             For TAKE, whether the worker should run the task; for CANCEL, what
             ``cancel()`` returns; for COMPLETE, whether the outcome was kept (False: the
-            future was cancelled, the outcome dropped); for DROP, True.
+            future was cancelled, the outcome dropped); for DROP, True; for INTERRUPT,
+            whether the exception was sent (else ``_refusal`` says why not); for
+            ABANDON, whether the task was still running.
         """
         wakeup: Optional[_Wakeup] = None
         callbacks = False
+        escalate = False
         with self._condition:
             old = self._task
             if event == TAKE:
@@ -329,6 +399,7 @@ class CancellableFuture(Future[T]):
                     self._task = RUNNING_
                     if tally is not None:
                         tally.started += 1
+                        self._tally = tally
                     return True
                 if old == CANCELLED_ and self._state == CANCELLED:
                     self._notify_cancelled()
@@ -344,10 +415,14 @@ class CancellableFuture(Future[T]):
                             tally.completed += 1
                         else:
                             tally.failed += 1
-                elif old == STOPPING_:
+                elif old in CODE_STOPPING:
                     new = STOPPED_
                     if tally is not None:
                         tally.stopped += 1
+                    if self._interrupts_sent:
+                        # We are the task's thread: withdraw an interrupt that has not
+                        # landed, so it can never reach this worker's next task.
+                        _inject.revoke(threading.get_ident())
                 else:
                     raise RuntimeError(f"cannot complete {self!r}: it is not running")
                 self._condition.notify_all()
@@ -360,12 +435,35 @@ class CancellableFuture(Future[T]):
                 elif old == RUNNING_:
                     new = STOPPING_
                     self._notify_cancelled()
+                    escalate = True
                 else:
-                    return old != FINISHED_
-                wakeup = self.token._cancel(reason)
-                callbacks = True
-                self._condition.notify_all()
+                    # Already cancelled, stopping, or finished. cancel(force=True) of a
+                    # task already stopping starts (or hardens) its escalation.
+                    escalate = old in CODE_STOPPING and force is True
+                    if not escalate or old is None:
+                        return old != FINISHED_
+                    new = old
+                if new != old:
+                    wakeup = self.token._cancel(reason)
+                    callbacks = True
+                    self._condition.notify_all()
+                    self._count(new)
+            elif event == INTERRUPT:
+                if old != STOPPING_ and old != INTERRUPTED_:
+                    self._refusal = "the task's code is no longer running"
+                    return False
+                why = self._send_interrupt(result)
+                if why is not None:
+                    self._refusal = why
+                    return False
+                new = INTERRUPTED_
                 self._count(new)
+            elif event == ABANDON:
+                if old != STOPPING_ and old != INTERRUPTED_:
+                    return False
+                new = ABANDONED_
+                self._count(new)
+                self._condition.notify_all()
             else:  # DROP
                 if old == CANCELLED_ and self._state == CANCELLED:
                     self._notify_cancelled()
@@ -385,6 +483,8 @@ class CancellableFuture(Future[T]):
             self._task = new
         if wakeup is not None:
             wakeup.fire()
+        if escalate and self._policy is not None:
+            self._policy.escalate(self, force, grace)
         if callbacks:
             self._invoke_callbacks()  # type: ignore[attr-defined]
         elif new == STOPPED_:
@@ -394,8 +494,24 @@ class CancellableFuture(Future[T]):
             return False
         return True
 
+    def _send_interrupt(self, stop_code: CodeType) -> Optional[str]:
+        """Under the lock: send TaskInterrupted into the task's thread if it is safe now."""
+        tally = self._tally
+        if tally is None:
+            return "the task has no worker"
+        why = _inject.interrupt(tally.tid, stop_code, self._is_shielded)
+        if why is None:
+            self._interrupts_sent += 1
+            self._interrupt_wanted = False
+        elif self._shield_depth:
+            self._interrupt_wanted = True  # the shield's exit will deliver it
+        return why
+
+    def _is_shielded(self) -> bool:
+        return self._shield_depth > 0
+
     def _count(self, new: int) -> None:
-        """Under the lock: count a CANCEL or DROP (workers count TAKE and COMPLETE)."""
+        """Under the lock: count a transition made outside the worker."""
         counts = self._counts
         if counts is not None:
             with counts.lock:
@@ -403,6 +519,10 @@ class CancellableFuture(Future[T]):
                     counts.cancelled_pending += 1
                 elif new == STOPPING_:
                     counts.cancelled_running += 1
+                elif new == INTERRUPTED_:
+                    counts.interrupts += 1
+                elif new == ABANDONED_:
+                    counts.abandoned += 1
                 else:
                     counts.broken += 1
 
@@ -447,3 +567,20 @@ _UNBOUND_STATES = {
     CANCELLED_AND_NOTIFIED: TaskState.CANCELLED,
     FINISHED: TaskState.FINISHED,
 }
+
+
+def _record_landing() -> str:
+    """Called where a TaskInterrupted lands (in the task's thread): count it, name why.
+
+    No locks: it runs at an arbitrary point of the task's code. Only the task's thread
+    writes ``_interrupts_landed``.
+    """
+    future = _slot.future
+    if future is None:
+        return "cancel"
+    future._interrupts_landed += 1
+    token = future._token
+    return (token.reason if token is not None else None) or "cancel"
+
+
+_exceptions._on_interrupt = _record_landing

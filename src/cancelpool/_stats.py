@@ -30,7 +30,10 @@ class ExecutorStatistics:
         failed: Tasks that raised, with the exception on their future (includes
             tasks failed with ``BrokenThreadPool`` before they started).
         cancelled: Futures cancelled, before their task started or while it ran.
-        stopping: Of ``cancelled``, tasks whose code has not stopped yet.
+        stopping: Of ``cancelled``, tasks whose code has not stopped yet (including
+            interrupted ones, and ones whose worker was abandoned).
+        interrupts: ``TaskInterrupted`` exceptions sent into tasks by forced cancels.
+        abandoned_workers: Workers detached because their cancelled task would not stop.
     """
 
     max_workers: int
@@ -42,6 +45,8 @@ class ExecutorStatistics:
     failed: int
     cancelled: int
     stopping: int
+    interrupts: int
+    abandoned_workers: int
 
 
 class SharedCounts:
@@ -58,7 +63,15 @@ class SharedCounts:
     executor, so it cannot keep one alive.
     """
 
-    __slots__ = ("broken", "cancelled_pending", "cancelled_running", "lock", "submitted")
+    __slots__ = (
+        "abandoned",
+        "broken",
+        "cancelled_pending",
+        "cancelled_running",
+        "interrupts",
+        "lock",
+        "submitted",
+    )
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -66,6 +79,8 @@ class SharedCounts:
         self.cancelled_pending = 0  # PENDING -> CANCELLED
         self.cancelled_running = 0  # RUNNING -> STOPPING
         self.broken = 0  # PENDING -> FINISHED with BrokenThreadPool, never run
+        self.interrupts = 0  # TaskInterrupted sent (STOPPING/INTERRUPTED -> INTERRUPTED)
+        self.abandoned = 0  # workers abandoned (-> ABANDONED)
 
 
 class WorkerCounts:
@@ -76,9 +91,10 @@ class WorkerCounts:
     threads), so the totals never shrink.
     """
 
-    __slots__ = ("completed", "failed", "started", "stopped")
+    __slots__ = ("completed", "failed", "started", "stopped", "tid")
 
     def __init__(self) -> None:
+        self.tid = 0  # the worker's thread id, set when it starts
         self.started = 0  # PENDING -> RUNNING
         self.completed = 0  # RUNNING -> FINISHED, returned
         self.failed = 0  # RUNNING -> FINISHED, raised

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable, Optional
 
+from ._current import shielded
 from ._exceptions import TaskCancelled
 from ._validate import check_callable, check_timeout
 
@@ -78,11 +80,14 @@ class CancelToken:
     def raise_if_cancelled(self) -> None:
         """Raise :class:`TaskCancelled` if a stop was requested; otherwise return at once.
 
+        Inside a ``cancelpool.shield()`` block of the token's task it does not raise (the
+        shield's exit does).
+
         Raises:
             TaskCancelled: carrying :attr:`reason`.
         """
         reason = self._reason
-        if reason is not None:
+        if reason is not None and not shielded(self):
             raise TaskCancelled(reason)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
@@ -111,6 +116,9 @@ class CancelToken:
     def sleep(self, seconds: float) -> None:
         """Sleep for *seconds*, returning early by raising if a stop is requested.
 
+        Inside a ``cancelpool.shield()`` block of the token's task it sleeps the whole
+        time and does not raise: the shield's exit does.
+
         Args:
             seconds: How long to sleep, ``>= 0``.
 
@@ -119,7 +127,11 @@ class CancelToken:
             TypeError: *seconds* is not a number.
             ValueError: *seconds* is negative or NaN.
         """
-        if self.wait(check_timeout("seconds", seconds, allow_none=False)):
+        checked = check_timeout("seconds", seconds, allow_none=False)
+        assert checked is not None
+        if shielded(self):
+            time.sleep(checked)
+        elif self.wait(checked):
             raise TaskCancelled(self._reason or "cancel")
 
     def register(self, callback: Callable[[], object]) -> CallbackHandle:

@@ -6,10 +6,24 @@ that is out of range, as the stdlib does.
 
 from __future__ import annotations
 
+import enum
 import math
 from typing import Any, Callable, Optional
 
-__all__ = ("check_bool", "check_callable", "check_reason", "check_timeout")
+__all__ = ("DEFAULT", "check_bool", "check_callable", "check_reason", "check_timeout")
+
+
+class _Default(enum.Enum):
+    """The type of ``DEFAULT``: "use the executor's setting", distinct from None."""
+
+    DEFAULT = "DEFAULT"
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+#: Marks an argument left to the executor's setting.
+DEFAULT = _Default.DEFAULT
 
 
 def check_timeout(name: str, value: object, *, allow_none: bool = True) -> Optional[float]:

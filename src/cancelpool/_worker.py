@@ -37,18 +37,27 @@ import logging
 import os
 import queue
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ._compat import daemon_threads_allowed, register_atexit
 from ._current import _slot
-from ._future import COMPLETE, TAKE, CancellableFuture
+from ._exceptions import TaskInterrupted
+from ._future import CODE_STOPPING, COMPLETE, RUNNING_, TAKE, CancellableFuture
 from ._stats import WorkerCounts
 
 if TYPE_CHECKING:
     from ._executor import CancellableThreadPoolExecutor
 
-__all__ = ("WorkItem", "WorkerThread", "global_shutdown_lock", "is_global_shutdown")
+__all__ = (
+    "WorkItem",
+    "WorkerThread",
+    "all_workers",
+    "forget_worker",
+    "global_shutdown_lock",
+    "is_global_shutdown",
+)
 
 # The stdlib's logger, for the events the stdlib logs (initializer and worker failures):
 # logging configured for concurrent.futures keeps working with the drop-in.
@@ -59,9 +68,18 @@ FUTURES_LOGGER = logging.getLogger("concurrent.futures")
 _live_workers: weakref.WeakKeyDictionary[WorkerThread, queue.SimpleQueue[Any]] = (
     weakref.WeakKeyDictionary()
 )
+# Every worker started, live or abandoned (for finding a task's thread in warnings).
+_all_workers: weakref.WeakSet[WorkerThread] = weakref.WeakSet()
+#: Cancelled or running: the code of the task may still be executing.
+CODE_RUNNING = (RUNNING_, *CODE_STOPPING)
 _global_shutdown = False
 # Guards _global_shutdown and _live_workers (see the module docstring).
 global_shutdown_lock = threading.Lock()
+
+
+def forget_worker(worker: WorkerThread) -> None:
+    """Stop the exit hook from waiting for *worker* (abandoned). Call under the lock."""
+    _live_workers.pop(worker, None)
 
 
 def is_global_shutdown() -> bool:
@@ -70,14 +88,38 @@ def is_global_shutdown() -> bool:
 
 
 def _python_exit() -> None:
+    """At interpreter exit: let queued and running work finish, within bounds.
+
+    As the stdlib's hook, wake every worker and join it, so work queued before the exit
+    still runs. Unlike it, never wait for ever: a worker whose task was already cancelled
+    is not waited for (its outcome is dropped anyway), and the others get their
+    executor's ``exit_timeout``; tasks still running after it are cancelled with reason
+    ``"exit"`` (forced if the executor forces), given a short last chance, and their
+    workers abandoned. Workers are daemon threads, so an abandoned one cannot hold the
+    interpreter open.
+    """
     global _global_shutdown
     with global_shutdown_lock:
         _global_shutdown = True
         items = list(_live_workers.items())
     for _, work_queue in items:
         work_queue.put(None)
+    start = time.monotonic()
+    stuck = []
     for worker, _ in items:
-        worker.join()
+        if worker.task_is_stopping():
+            continue
+        timeout = worker.exit_timeout()
+        worker.join(None if timeout is None else max(0.0, start + timeout - time.monotonic()))
+        if worker.is_alive():
+            stuck.append(worker)
+    for worker in stuck:
+        worker.cancel_for_exit()
+    last_chance = time.monotonic() + 1.0
+    for worker in stuck:
+        worker.join(max(0.0, last_chance - time.monotonic()))
+        if worker.is_alive():
+            worker.abandon_at_exit()
 
 
 register_atexit(_python_exit)
@@ -136,18 +178,22 @@ class WorkerThread(threading.Thread):
         self._work_queue = work_queue
         self._initializer = initializer
         self._initargs = initargs
-        #: The future whose task this worker has taken, until its code has stopped.
-        self.current: Optional[CancellableFuture[Any]] = None
+        #: The work item this worker has taken, until its task's code has stopped.
+        self.current_item: Optional[WorkItem] = None
         #: What this worker did; only this thread writes it.
         self.counts = WorkerCounts()
+        #: Set when the pool detaches this worker: it takes no further task.
+        self.abandoned = False
 
     def start(self) -> None:
-        """Start the thread and register it for the exit hook."""
+        """Start the thread and register it for the exit hook (call under the lock)."""
         super().start()
         _live_workers[self] = self._work_queue
+        _all_workers.add(self)
 
     def run(self) -> None:
         """The worker loop (see the module docstring)."""
+        self.counts.tid = threading.get_ident()
         if self._initializer is not None and not self._initialize():
             return
         try:
@@ -171,7 +217,7 @@ class WorkerThread(threading.Thread):
 
     def _loop(self) -> None:
         work_queue = self._work_queue
-        while True:
+        while not self.abandoned:
             if work_queue.empty():
                 # Idle: let submit() reuse this thread instead of starting another. (The
                 # 3.13 loop asks with get_nowait(); raising and catching queue.Empty costs
@@ -185,6 +231,12 @@ class WorkerThread(threading.Thread):
             if item is not None:
                 try:
                     self.run_task(item)
+                except TaskInterrupted as stray:
+                    # An interrupt sent while the task ran that landed in our own code
+                    # after the task's code had returned (see cancelpool._inject). The
+                    # task was cancelled before any interrupt is sent, so its outcome is
+                    # dropped anyway: finish the bookkeeping and carry on.
+                    self._recover(item, stray)
                 except BaseException:
                     # Task outcomes never get here (run_task puts them on the future);
                     # a done-callback raising a BaseException, or a future driven from
@@ -196,8 +248,7 @@ class WorkerThread(threading.Thread):
                         item.future,
                         exc_info=True,
                     )
-                    self.current = None
-                    _slot.future = None
+                    self._recover(item, None)
                 # Drop the references to the task's function and arguments now,
                 # not when the next item arrives (GH-60488).
                 del item
@@ -214,13 +265,17 @@ class WorkerThread(threading.Thread):
             del executor
 
     def run_task(self, item: WorkItem) -> None:
-        """Run one task, report its outcome to its future, and clear the references."""
+        """Run one task, report its outcome to its future, and clear the references.
+
+        This frame is where the task's code is called from: frames above it are the
+        task's, and the only ones an interrupt may land in (``cancelpool._inject``).
+        """
         future = item.future
-        # Publish the future *before* reading the stop-new-tasks flag; shutdown() sets
-        # the flag *before* it scans ``current``. Whatever the interleaving, one of the
-        # two sides sees the other, so a task taken during shutdown(cancel_running=True)
-        # is cancelled by the worker or by shutdown(), never missed.
-        self.current = future
+        # Publish the item *before* reading the stop-new-tasks flag; shutdown() sets
+        # the flag *before* it scans ``current_item``. Whatever the interleaving, one of
+        # the two sides sees the other, so a task taken during
+        # shutdown(cancel_running=True) is cancelled by the worker or by shutdown().
+        self.current_item = item
         executor = self._executor_ref()
         stop_reason = None if executor is None else executor._stop_new_tasks
         del executor
@@ -229,7 +284,7 @@ class WorkerThread(threading.Thread):
         # Positional arguments to _transition: keyword parsing is measurable at this rate.
         tally = self.counts
         if not future._transition(TAKE, "", None, None, tally):
-            self.current = None
+            self.current_item = None
             return
         _slot.future = future
         try:
@@ -241,4 +296,53 @@ class WorkerThread(threading.Thread):
             _slot.future = None
             future._transition(COMPLETE, "", result, None, tally)
         finally:
-            self.current = None
+            self.current_item = None
+
+    def _recover(self, item: WorkItem, stray: Optional[BaseException]) -> None:
+        """After an exception escaped run_task: make sure the task's future is final."""
+        _slot.future = None
+        self.current_item = None
+        future = item.future
+        with future._condition:
+            running = future._task in CODE_RUNNING
+        if running:
+            future._transition(COMPLETE, "", None, stray, self.counts)
+
+    # ------------------------------------------------------------ exit and abandon
+
+    def task_is_stopping(self) -> bool:
+        """Whether this worker's current task was cancelled (its code may still run)."""
+        item = self.current_item
+        if item is None:
+            return False
+        with item.future._condition:
+            return item.future._task in CODE_STOPPING
+
+    def exit_timeout(self) -> Optional[float]:
+        """How long interpreter exit waits for this worker (its executor's setting)."""
+        executor = self._executor_ref()
+        return None if executor is None else executor._policy.exit_timeout
+
+    def cancel_for_exit(self) -> None:
+        """Exit is waiting for this worker too long: cancel its task, forced if set so."""
+        item = self.current_item
+        if item is not None:
+            item.future.cancel(reason="exit", grace=0.0)
+
+    def abandon_at_exit(self) -> None:
+        """Detach this worker at exit: the interpreter will not wait for it."""
+        item = self.current_item
+        if item is None:
+            return
+        from ._escalate import Ladder
+
+        ladder = item.future._ladder
+        if isinstance(ladder, Ladder):
+            ladder.abandon()
+        else:
+            self.abandoned = True
+
+
+def all_workers() -> list[WorkerThread]:
+    """Every worker thread of this process still alive (live and abandoned)."""
+    return [w for w in list(_all_workers) if w.is_alive()]

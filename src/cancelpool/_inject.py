@@ -1,0 +1,232 @@
+"""Raising an exception in another thread: the one dangerous thing cancelpool does.
+
+The problem
+-----------
+A task that never looks at its token (a tight loop, third-party code, an
+``except Exception: continue``) cannot be stopped cooperatively. Python has no thread
+kill; the only lever is ``PyThreadState_SetAsyncExc(id, exc)``, which asks the
+interpreter to raise ``exc`` in the thread ``id`` "soon". Every ``ctypes`` recipe for
+stopping a thread calls it, and every one of them is unsafe.
+
+The mechanism and its contract
+------------------------------
+* The thread id is an ``unsigned long`` (``threading.get_ident()``, 3.7+). Recipes that
+  pass ``ctypes.c_long`` corrupt large ids and hit no thread, or another one. We declare
+  ``argtypes`` (``c_ulong``, ``py_object``) and ``restype`` (``c_int``) explicitly.
+* The return value is the number of thread states modified: 0 means the thread is gone
+  (we report it), 1 is success, more than 1 "means you are in trouble" (the C API docs):
+  we revoke at once by calling again with a real ``NULL`` (a second prototype whose
+  second argument is ``c_void_p``; passing ``None`` as a ``py_object`` would *set*
+  ``None`` as the pending exception) and raise ``SystemError``.
+* The exception is a *class* (the interpreter instantiates it where it lands; that is
+  when ``TaskInterrupted`` records the landing).
+* It lands only while the thread runs bytecode, at the next point where the interpreter
+  checks for pending events: a loop's back edge, a function's entry, right after a call
+  into C returns. A thread blocked in C (``time.sleep()``, ``Lock.acquire()``, ``recv()``,
+  ``select()``, a long computation in an extension) is not interrupted: the exception
+  waits and lands right after that call returns. For such tasks the ladder ends by
+  abandoning the worker (``cancelpool._escalate``).
+
+Where it must not land
+----------------------
+Measured here over 500 trials per primitive, a naive injection into a loop that uses a
+``queue.Queue``, a ``threading.Condition`` (``with cond:``) or a ``Semaphore``
+(``with sem:``) left the primitive broken (mutex held, lock held, count lost) in 28%,
+38% and 32% of trials: it lands inside ``threading.py``/``queue.py``, between an
+``acquire`` and the ``try`` that would release it, or inside ``__exit__``. The same
+holds for ``logging`` (handler locks), ``concurrent.futures`` (future conditions),
+``importlib`` (the import lock), ``contextlib``/``weakref`` (``__exit__`` and callback
+machinery), and cancelpool's own bookkeeping.
+
+The solution: look before sending, and look again
+-------------------------------------------------
+While we hold the GIL the target thread is not running bytecode: it is either blocked
+in C, or paused at one of the check points above, waiting for the GIL. Either way,
+``sys._current_frames()`` shows exactly the frame where the exception will land (paused:
+right there, on resuming; blocked in C: in that frame, right after the call returns). So
+``unsafe_reason()`` walks the target's stack from the top down to the worker frame that
+called the task, and refuses if any frame belongs to a protected module (see
+``PROTECTED``), or if the task is inside ``cancelpool.shield()``; the caller defers and
+looks again a little later. The first frame of a protected function may be entered with
+the exception pending (it lands on its first instruction, before it has done anything),
+which is harmless.
+
+The look and the send are two steps; if the GIL changed hands between them, the target
+may have moved. ``interrupt()`` therefore looks again right after sending, and revokes
+(``NULL``) if the target is now somewhere unsafe. A failure would need the GIL to change
+hands in both windows, each a few bytecodes long. CPython hands the GIL over only when
+another thread has waited a whole switch interval (5 ms by default) without a switch;
+``interrupt()`` is called by the escalation thread right after it acquires the GIL, and
+``_gil_quiet()`` lifts a switch interval below 5 ms for the duration. The campaigns in
+``tests/test_force.py`` (and the numbers in the closing notes) count zero misplaced
+landings; the window is narrow, not closed by construction, and this paragraph says so.
+
+A stray exception, one sent while the task's code ran but landing after it returned,
+lands in the worker's own frames: the worker catches ``TaskInterrupted`` around all of
+its bookkeeping, revokes anything still pending when the task ends, and only ever
+interrupts a task whose future is already cancelled, so no outcome can be lost.
+
+Handlers in the landing frame
+-----------------------------
+On 3.13.0 an injected exception that lands at the back edge of a loop such as
+``while f() < x: pass`` skips the ``except``/``finally``/``__exit__`` of the frame it
+lands in in most trials (measured here: 84 of 100; CPython issue #139622); its callers'
+handlers run. So cancelpool never relies on a handler in the frame where the exception
+lands: the worker calls the task from a frame of its own and catches there, and the
+regression tests run such loop shapes on every interpreter.
+
+Designs that do not work
+------------------------
+* The naive ``ctypes`` recipe: the numbers above, plus ``c_long`` ids and unchecked
+  return values.
+* ``sys.settrace`` in the worker, raising from the trace function at a safe line (the
+  old "killable thread" recipe): exact, but tracing every line and call of every task
+  costs 2-10x; and a trace function cannot be attached to another, already running
+  thread before 3.12 (``threading.settrace_all_threads``), nor does it trace a frame
+  that is already running without setting its ``f_trace``.
+* Signals: delivered to the main thread only.
+
+PyPy
+----
+PyPy offers ``__pypy__.thread._raise_in_thread(id, exc)``, with no way to revoke a
+pending exception, and delivers it at its periodic action checks rather than at the
+points above, so a look at the stack does not predict where it lands. cancelpool
+therefore does not inject on PyPy: forced cancellation is cooperative plus abandoning
+the worker there, like any interpreter without injection (``FORCE_AVAILABLE`` is False).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import sys
+import threading
+import time
+from types import CodeType, FrameType
+from typing import Callable, Optional
+
+from ._exceptions import TaskInterrupted
+
+__all__ = ("AVAILABLE", "MECHANISM", "PROTECTED", "interrupt", "revoke", "unsafe_reason")
+
+#: Modules (and their submodules) an exception must never land in.
+PROTECTED = (
+    "threading",
+    "queue",
+    "logging",
+    "concurrent.futures",
+    "importlib",
+    "contextlib",
+    "weakref",
+    "_weakrefset",
+    "cancelpool",
+)
+_PROTECTED_PREFIXES = tuple(name + "." for name in PROTECTED)
+
+MECHANISM: str
+_send_exc: Optional[Callable[[int, object], int]] = None
+_send_null: Optional[Callable[[int, Optional[int]], int]] = None
+
+if platform.python_implementation() == "CPython" and hasattr(ctypes, "pythonapi"):
+    _proto_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)
+    _proto_null = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+    _send_exc = _proto_exc(("PyThreadState_SetAsyncExc", ctypes.pythonapi))
+    _send_null = _proto_null(("PyThreadState_SetAsyncExc", ctypes.pythonapi))
+    MECHANISM = "ctypes.pythonapi.PyThreadState_SetAsyncExc"
+else:
+    MECHANISM = f"none: {platform.python_implementation()} (see cancelpool._inject)"
+
+#: Whether this interpreter can interrupt a running task (``cancelpool.FORCE_AVAILABLE``).
+AVAILABLE = _send_exc is not None
+
+
+def unsafe_reason(tid: int, stop_code: CodeType) -> Optional[str]:
+    """Why an exception must not be sent to thread *tid* now, or None if it may.
+
+    Walks the thread's stack from its top frame down to the frame running *stop_code*
+    (the worker's frame that called the task). Call while holding the GIL, that is, from
+    Python code, with no blocking call between this and the send.
+    """
+    frame: Optional[FrameType] = sys._current_frames().get(tid)
+    if frame is None:
+        return "the thread has exited"
+    while frame is not None:
+        if frame.f_code is stop_code:
+            return None
+        module = frame.f_globals.get("__name__", "")
+        if module in PROTECTED or module.startswith(_PROTECTED_PREFIXES):
+            return f"inside {module}.{frame.f_code.co_name}"
+        frame = frame.f_back
+    return "not running the task's code"
+
+
+def interrupt(tid: int, stop_code: CodeType, shielded: Callable[[], bool]) -> Optional[str]:
+    """Send ``TaskInterrupted`` to thread *tid* if it is at a safe point.
+
+    Returns:
+        None if the exception is now pending in the thread, else why it was not sent
+        (the caller tries again later).
+
+    Raises:
+        SystemError: the interpreter reported more than one thread state modified (the
+            send was revoked).
+    """
+    assert _send_exc is not None, "interrupt() without a mechanism"
+    with _gil_quiet():
+        why = _why_not(tid, stop_code, shielded)
+        if why is not None:
+            return why
+        sent = _send_exc(tid, TaskInterrupted)
+        if sent == 0:
+            return "the thread has exited"
+        if sent > 1:
+            revoke(tid)
+            raise SystemError(f"PyThreadState_SetAsyncExc modified {sent} thread states; revoked")
+        # Look again: if the GIL changed hands since the first look, the target may have
+        # moved somewhere unsafe before the exception became pending.
+        why = _why_not(tid, stop_code, shielded)
+        if why is not None:
+            revoke(tid)
+            return why
+        return None
+
+
+def _why_not(tid: int, stop_code: CodeType, shielded: Callable[[], bool]) -> Optional[str]:
+    if shielded():
+        return "inside cancelpool.shield()"
+    return unsafe_reason(tid, stop_code)
+
+
+def revoke(tid: int) -> None:
+    """Withdraw an exception sent to thread *tid* that has not landed yet."""
+    if _send_null is not None:
+        _send_null(tid, None)  # c_void_p(None) is a real NULL
+
+
+class _gil_quiet:  # noqa: N801 - used as a function-like context manager
+    """Make the GIL stay with this thread for the next few microseconds.
+
+    CPython's GIL moves to a waiting thread only once that thread has waited a whole
+    switch interval without a switch. A user (or a test) may have set a tiny interval;
+    lift it to 5 ms around the look-send-look sequence, and yield the GIL once first
+    (``time.sleep(0)``) so that every waiter restarts its wait under the new interval.
+    """
+
+    __slots__ = ("_old",)
+
+    _FLOOR = 0.005
+
+    def __enter__(self) -> None:
+        self._old = sys.getswitchinterval()
+        if self._old < self._FLOOR:
+            sys.setswitchinterval(self._FLOOR)
+            time.sleep(0)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._old < self._FLOOR:
+            sys.setswitchinterval(self._old)
+
+
+def current_thread_id() -> int:
+    """The id ``interrupt()`` takes for the calling thread."""
+    return threading.get_ident()

@@ -1,0 +1,147 @@
+"""One timer thread for every delayed action of every executor.
+
+Escalation steps (and later, deadlines) are scheduled here rather than with a
+``threading.Timer`` per task: one daemon thread, one heap ordered by due time on the
+monotonic clock, started on first use. It sleeps on a condition without a timeout when
+nothing is scheduled, and with a timeout of exactly the time to the next due action
+otherwise, so it never wakes for nothing.
+
+The clock is injectable: ``ManualScheduler`` runs due actions in the calling thread when
+a test advances its clock, so tests of timed behaviour never sleep.
+
+Locking protocol: ``_cond`` (and its lock) guards the heap and the thread handle; actions
+run after it is released, so an action may schedule another.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from typing import Callable, Optional
+
+__all__ = ("ManualScheduler", "Scheduler", "TimerHandle", "get_scheduler")
+
+LOGGER = logging.getLogger("cancelpool")
+
+
+class TimerHandle:
+    """A scheduled action; ``cancel()`` stops it from running if it has not yet."""
+
+    __slots__ = ("action", "cancelled", "when")
+
+    def __init__(self, when: float, action: Callable[[], object]) -> None:
+        self.when = when
+        self.action = action
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Do not run the action (if it has not run)."""
+        self.cancelled = True
+
+
+class Scheduler:
+    """Runs actions at given times on one daemon thread."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._seq = itertools.count()
+        self._thread: Optional[threading.Thread] = None
+
+    def call_at(self, when: float, action: Callable[[], object]) -> TimerHandle:
+        """Run ``action()`` at clock time *when* (at once if that has passed)."""
+        handle = TimerHandle(when, action)
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._seq), handle))
+            if self._heap[0][2] is handle:
+                self._cond.notify()  # the earliest deadline moved: re-arm the wait
+            self._ensure_thread()
+        return handle
+
+    def call_later(self, delay: float, action: Callable[[], object]) -> TimerHandle:
+        """Run ``action()`` *delay* seconds from now."""
+        return self.call_at(self.clock() + delay, action)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="cancelpool-timer", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][2].cancelled:
+                        heapq.heappop(self._heap)
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    delay = self._heap[0][0] - self.clock()
+                    if delay <= 0:
+                        break
+                    self._cond.wait(delay)
+                _, _, handle = heapq.heappop(self._heap)
+            run_action(handle)
+
+    def _after_fork_in_child(self) -> None:
+        # The thread did not survive the fork; the heap's actions belong to the parent.
+        self._cond = threading.Condition(threading.Lock())
+        self._heap = []
+        self._thread = None
+
+
+class ManualScheduler(Scheduler):
+    """A scheduler for tests: a fake clock, and actions run by ``advance()``."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        super().__init__(clock=lambda: self.now)
+
+    def _ensure_thread(self) -> None:
+        pass
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward and run, in this thread, every action now due."""
+        self.now += seconds
+        self.run_due()
+
+    def run_due(self) -> None:
+        """Run every action due at the current fake time, including ones they schedule."""
+        while True:
+            with self._cond:
+                if not self._heap or self._heap[0][0] > self.now:
+                    return
+                _, _, handle = heapq.heappop(self._heap)
+            run_action(handle)
+
+    def pending(self) -> list[float]:
+        """Due times of the actions still scheduled."""
+        with self._cond:
+            return sorted(when for when, _, h in self._heap if not h.cancelled)
+
+
+def run_action(handle: TimerHandle) -> None:
+    """Run one scheduled action, logging (not raising) what it raises."""
+    if handle.cancelled:
+        return
+    try:
+        handle.action()
+    except Exception:
+        LOGGER.exception("cancelpool timer action %r failed", handle.action)
+
+
+_scheduler = Scheduler()
+
+
+def get_scheduler() -> Scheduler:
+    """The process-wide scheduler that executors created now will use."""
+    return _scheduler
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _scheduler._after_fork_in_child())
