@@ -83,7 +83,7 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT) ->
 
 
 @pytest.fixture
-def manual_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[ManualScheduler]:
+def manual_clock(monkeypatch: pytest.MonkeyPatch) -> ManualScheduler:
     """Executors created in the test schedule escalation on a fake clock.
 
     ``manual_clock.advance(seconds)`` runs the steps now due, in the test's thread: no
@@ -91,4 +91,4 @@ def manual_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[ManualScheduler]:
     """
     scheduler = ManualScheduler()
     monkeypatch.setattr(_timer, "_scheduler", scheduler)
-    yield scheduler
+    return scheduler
