@@ -16,8 +16,9 @@ of its future, and every delay is scheduled on the process's one timer thread
                       a new one started, WorkerAbandonedWarning         -> ABANDONED
 
 An interrupt that cannot be sent yet (the thread is inside a shield or in protected
-code, see ``cancelpool._inject``) is retried every millisecond or so, backing off to
-20 ms, until it is sent or the abandon time comes. Without a way to interrupt
+code, see ``cancelpool._inject``) is retried every 0.5 ms for 250 ms, then backing off to 20
+ms, until it is sent or the abandon time comes; meanwhile the switch interval is shortened so that
+each look costs a millisecond, not five (``_inject.quick_looks``). Without a way to interrupt
 (``FORCE_AVAILABLE`` False) a forced cancel warns once per process and goes straight to
 abandoning at ``grace + abandon_after``.
 
@@ -55,8 +56,10 @@ __all__ = ("Ladder", "Policy")
 
 #: How many TaskInterrupted one task gets at most before its worker is abandoned.
 MAX_SENDS = 3
-#: First retry delay for an interrupt that could not be sent yet, and the cap.
-RETRY_FIRST, RETRY_MAX = 0.001, 0.02
+#: Retry delay for an interrupt that could not be sent yet: RETRY_FIRST for the first
+#: FAST_LOOKS_FOR seconds (a busy thread passes a safe point every few looks), then
+#: doubling up to RETRY_MAX (a thread blocked in protected code will not soon).
+RETRY_FIRST, RETRY_MAX, FAST_LOOKS_FOR = 0.0005, 0.02, 0.25
 
 _force_unavailable_warned = False
 _warn_lock = threading.Lock()
@@ -128,6 +131,8 @@ class Ladder:
         "force",
         "future",
         "handle",
+        "looking",
+        "looking_since",
         "policy",
         "retry",
         "warned",
@@ -151,6 +156,8 @@ class Ladder:
         self.retry = RETRY_FIRST
         self.handle: Any = None
         self.warned: set[type[Warning]] = set()
+        self.looking = False  # holds _inject.quick_looks while waiting for a safe point
+        self.looking_since = 0.0
 
     def harden(self, first_at: float, abandon_after: float) -> None:
         """Make the ladder forced, or bring its steps forward (future's lock held)."""
@@ -165,12 +172,22 @@ class Ladder:
         self.handle = self.policy.scheduler.call_at(when, action)
 
     def step(self) -> None:
-        """The next rung: decide from where the task is now."""
+        """The next rung: decide from where the task is now (on the timer thread)."""
+        still_looking = False
+        try:
+            still_looking = self._step()
+        finally:
+            if self.looking and not still_looking:
+                self.looking = False
+                _inject.quick_looks.end()
+
+    def _step(self) -> bool:
+        """One rung; returns True if it scheduled another look for a safe point."""
         future = self.future
         with future._condition:
             state = future._task
-        if state not in CODE_STOPPING:
-            return  # the code has ended: nothing left to do
+        if state not in CODE_STOPPING or state == ABANDONED_:
+            return False  # the code has ended, or the worker is gone already
         now = self.policy.scheduler.clock()
         if not self.force:
             self._warn_once(
@@ -180,23 +197,21 @@ class Ladder:
                 "Make it call token.raise_if_cancelled() (or use token.sleep/wait/register) "
                 "where it can stop, or cancel it with force=True.",
             )
-            return
-        if state == ABANDONED_:
-            return
+            return False
         if now >= self.abandon_at:
             self.abandon()
-            return
+            return False
         if not _inject.AVAILABLE:
             _warn_force_unavailable()
             self.schedule(self.abandon_at, self.step)
-            return
+            return False
         sent, landed = future._interrupts_sent, future._interrupts_landed
         if sent and landed < sent:
             # Sent, not landed: the thread is blocked in C code. Another send would only
             # replace the pending one; wait for it, or for the abandon time.
             self.schedule(self.abandon_at, self.step)
-            return
-        if sent and landed >= sent:
+            return False
+        if sent:
             self._warn_once(
                 InterruptSwallowedWarning,
                 f"{describe(future)} caught the TaskInterrupted injected into it and kept "
@@ -206,15 +221,22 @@ class Ladder:
             )
             if sent >= MAX_SENDS:
                 self.schedule(self.abandon_at, self.step)
-                return
+                return False
         if future._transition(INTERRUPT, "", _run_task_code()):
             self.retry = RETRY_FIRST
             gap = max(0.005, min(1.0, (self.abandon_at - now) / (MAX_SENDS + 1)))
             self.schedule(min(now + gap, self.abandon_at), self.step)
-            return
-        # Not safe to send yet (shield, protected code): look again soon.
+            return False
+        # Not safe to send yet (shield, protected code): look again soon, with the GIL
+        # handed over more often meanwhile (see _inject.quick_looks).
+        if not self.looking:
+            self.looking = True
+            self.looking_since = now
+            _inject.quick_looks.begin()
         self.schedule(min(now + self.retry, self.abandon_at), self.step)
-        self.retry = min(self.retry * 2, RETRY_MAX)
+        if now - self.looking_since > FAST_LOOKS_FOR:
+            self.retry = min(self.retry * 2, RETRY_MAX)  # blocked, not just busy: back off
+        return True
 
     def abandon(self) -> None:
         """Detach the worker running this task and start a replacement."""

@@ -371,7 +371,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                     worker.join()
                 else:
                     worker.join(max(0.0, deadline - time.monotonic()))
-        return self._still_running(workers + self._abandoned)
+        return self._still_running(workers + [w for w in self._abandoned if w not in workers])
 
     def _cancel_running(
         self, workers: list[WorkerThread], force: bool, seconds: Optional[float]

@@ -203,28 +203,71 @@ def revoke(tid: int) -> None:
         _send_null(tid, None)  # c_void_p(None) is a real NULL
 
 
+#: The shortest switch interval the look-send-look sequence runs under (see below).
+QUIET_FLOOR = 0.001
+#: The switch interval while interrupts wait for a safe point (see ``quick_looks``).
+LOOK_INTERVAL = 0.001
+
+
 class _gil_quiet:  # noqa: N801 - used as a function-like context manager
-    """Make the GIL stay with this thread for the next few microseconds.
+    """Make the GIL stay with this thread for the next few hundred microseconds.
 
     CPython's GIL moves to a waiting thread only once that thread has waited a whole
     switch interval without a switch. A user (or a test) may have set a tiny interval;
-    lift it to 5 ms around the look-send-look sequence, and yield the GIL once first
-    (``time.sleep(0)``) so that every waiter restarts its wait under the new interval.
+    lift it to ``QUIET_FLOOR`` around the look-send-look sequence (which takes tens of
+    microseconds), and yield the GIL once first (``time.sleep(0)``) so that every waiter
+    restarts its wait under the new interval.
     """
 
     __slots__ = ("_old",)
 
-    _FLOOR = 0.005
-
     def __enter__(self) -> None:
         self._old = sys.getswitchinterval()
-        if self._old < self._FLOOR:
-            sys.setswitchinterval(self._FLOOR)
+        if self._old < QUIET_FLOOR:
+            sys.setswitchinterval(QUIET_FLOOR)
             time.sleep(0)
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._old < self._FLOOR:
+        if self._old < QUIET_FLOOR:
             sys.setswitchinterval(self._old)
+
+
+class _QuickLooks:
+    """Shorten the switch interval while some interrupt waits for a safe point.
+
+    Each look at a busy target thread costs one GIL hand-over, which CPython makes only
+    after a whole switch interval (5 ms by default): a task that spends 90% of its time
+    in protected code needs about ten looks. While at least one interrupt is waiting,
+    the interval is ``LOOK_INTERVAL`` (if it was longer); the last one to finish puts
+    back the value it found, unless someone changed it meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._saved: Optional[float] = None
+
+    def begin(self) -> None:
+        with self._lock:
+            self._waiting += 1
+            if self._waiting == 1:
+                current = sys.getswitchinterval()
+                if current > LOOK_INTERVAL:
+                    self._saved = current
+                    sys.setswitchinterval(LOOK_INTERVAL)
+
+    def end(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+            if self._waiting == 0 and self._saved is not None:
+                if sys.getswitchinterval() == LOOK_INTERVAL:
+                    sys.setswitchinterval(self._saved)
+                self._saved = None
+
+
+#: ``begin()`` when an interrupt is refused for the first time, ``end()`` when it is sent
+#: or given up.
+quick_looks = _QuickLooks()
 
 
 def current_thread_id() -> int:
