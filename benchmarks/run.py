@@ -64,6 +64,8 @@ def latency(trials: int) -> list[dict[str, Any]]:
 def memory(n: int) -> dict[str, Any]:
     stdlib = bench_memory.measure_in_subprocess("stdlib", n)
     ours = bench_memory.measure_in_subprocess("ours", n)
+    if stdlib < 0 or ours < 0:  # no tracemalloc on this interpreter
+        return {"n": n, "stdlib_bytes": None, "ours_bytes": None, "ratio": None}
     return {"n": n, "stdlib_bytes": stdlib, "ours_bytes": ours, "ratio": ours / stdlib}
 
 
@@ -97,8 +99,11 @@ def main() -> int:
     print()
     mem = memory(queued)
     print(f"Memory per pending task, {queued:,} queued (tracemalloc):")
-    print(f"  stdlib {mem['stdlib_bytes']:.0f} B   ours {mem['ours_bytes']:.0f} B   "
-          f"ratio {mem['ratio']:.3f}")  # fmt: skip
+    if mem["ratio"] is None:
+        print("  n/a: this interpreter has no working tracemalloc")
+    else:
+        print(f"  stdlib {mem['stdlib_bytes']:.0f} B   ours {mem['ours_bytes']:.0f} B   "
+              f"ratio {mem['ratio']:.3f}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(
             {"python": env, "throughput": through, "latency": lat, "memory": mem}, indent=2

@@ -38,6 +38,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from . import _inject
+from ._current import _slot
 from ._exceptions import (
     ForceUnavailableWarning,
     InterruptSwallowedWarning,
@@ -56,6 +57,8 @@ __all__ = ("Ladder", "Policy")
 
 #: How many TaskInterrupted one task gets at most before its worker is abandoned.
 MAX_SENDS = 3
+#: How long cancel(force=True, grace=0) waits, after sending, for the task to stop.
+HANDOVER = 0.002
 #: Retry delay for an interrupt that could not be sent yet: RETRY_FIRST for the first
 #: FAST_LOOKS_FOR seconds (a busy thread passes a safe point every few looks), then
 #: doubling up to RETRY_MAX (a thread blocked in protected code will not soon).
@@ -118,7 +121,21 @@ class Policy:
                 ladder.harden(now + use_grace, wait)  # a later cancel(force=True)
             else:
                 return
-        ladder.schedule(ladder.first_at, ladder.step)
+        if use_force and use_grace == 0:
+            # No grace: take the first step here, in the cancelling thread, which holds
+            # the GIL now; the timer thread would first have to win it from a busy task
+            # (a whole switch interval). If the task is not at a safe point, the step
+            # schedules its own retries on the timer thread.
+            sent = future._interrupts_sent
+            ladder.step()
+            if future._interrupts_sent > sent and _slot.future is not future:
+                # Hand the GIL over now, so the task can act on the interrupt at once
+                # instead of after a switch interval if our caller stays busy: wait (at
+                # most HANDOVER seconds) for its code to stop.
+                with future._condition:
+                    future._condition.wait_for(future._code_stopped, HANDOVER)
+        else:
+            ladder.schedule(ladder.first_at, ladder.step)
 
 
 class Ladder:
