@@ -26,8 +26,11 @@ def test_demo_runs() -> None:
     assert "cancelpool:                cancel() of a running task -> True" in out
     assert "wait_stopped() -> True); state now 'stopped'" in out
     assert "(stopped: True, reason: 'user pressed stop')" in out
-    assert re.search(r"shutdown\(cancel_futures=True, timeout=0.25\) returned after", out)
-    assert "state=cancelled, still stopping reason='shutdown'" in out
+    assert "TaskInterrupted landed and the loop stopped" in out
+    assert "state 'stopped'; interrupts sent: 1" in out
+    assert re.search(r"shutdown\(cancel_futures=True, timeout=0.5\) returned after", out)
+    assert "state=cancelled, worker abandoned reason='shutdown'" in out
+    assert "WorkerAbandonedWarning: task" in out
     assert out.rstrip().endswith("Done.")
     assert proc.stderr == ""
 

@@ -6,6 +6,7 @@ import platform
 import socket
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TextIO
 
@@ -33,7 +34,7 @@ def main(out: TextIO) -> int:
 
     say(f"cancelpool {__version__} demo on {platform.python_implementation()} "
         f"{platform.python_version()}")  # fmt: skip
-    for step in (_cancel_running, _unblock_io, _shutdown_with_timeout):
+    for step in (_cancel_running, _unblock_io, _force, _shutdown_with_timeout):
         say()
         step(say)
     say()
@@ -103,34 +104,56 @@ def _unblock_io(say: Callable[[str], None]) -> None:
     theirs.close()
 
 
-def _shutdown_with_timeout(say: Callable[[str], None]) -> None:
-    say("3. Shut down with a timeout around a task that never checks its token")
-    release = threading.Event()
+def _force(say: Callable[[str], None]) -> None:
+    say("3. Force-cancel a task that never checks its token")
     started = threading.Event()
 
-    def legacy() -> str:
+    def legacy_loop() -> None:
         started.set()
-        release.wait(_BOUND)  # stands for code we cannot change
-        return "legacy done"
+        while True:  # third-party code: no token, and it swallows every Exception
+            try:
+                sum(range(100))
+            except Exception:  # noqa: BLE001, PERF203 - what the demo is about
+                continue
 
-    ex = CancellableThreadPoolExecutor(max_workers=2)
-    stuck = ex.submit(legacy)
+    with CancellableThreadPoolExecutor(max_workers=1, force=True, grace=0.1) as ex:
+        future = ex.submit(legacy_loop)
+        started.wait(_BOUND)
+        t0 = time.perf_counter()
+        future.cancel()
+        stopped = future.wait_stopped(_BOUND)
+        say(f"   cancel() with force=True, grace=0.1: TaskInterrupted landed and the loop "
+            f"stopped {_ms(time.perf_counter() - t0)} later (stopped: {stopped})")  # fmt: skip
+        say(f"   state {future.task_state.value!r}; interrupts sent: "
+            f"{ex.statistics().interrupts}; the worker took the next task: "
+            f"{ex.submit(pow, 2, 10).result(_BOUND) == 1024}")  # fmt: skip
+
+
+def _shutdown_with_timeout(say: Callable[[str], None]) -> None:
+    say("4. Shut down within a timeout, around a task stuck in C code")
+    started = threading.Event()
+
+    def stuck() -> None:
+        started.set()
+        time.sleep(3600)  # no exception can interrupt a C call
+
+    ex = CancellableThreadPoolExecutor(max_workers=2, force=True)
+    future = ex.submit(stuck)
     quick = [ex.submit(pow, 2, n) for n in range(5)]
     started.wait(_BOUND)
     t0 = time.perf_counter()
-    still_running = ex.shutdown(cancel_futures=True, timeout=0.25)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        still_running = ex.shutdown(cancel_futures=True, timeout=0.5)
     elapsed = time.perf_counter() - t0
-    say(f"   shutdown(cancel_futures=True, timeout=0.25) returned after {_ms(elapsed)}; "
-        "the stdlib's shutdown() would wait for the task, however long")  # fmt: skip
-    say(f"   still running: {len(still_running)} task, {still_running[0]!r}")
+    say(f"   shutdown(cancel_futures=True, timeout=0.5) returned after {_ms(elapsed)}; "
+        "the stdlib's would wait an hour")  # fmt: skip
+    say(f"   still running: {still_running[0]!r}")
+    for warning in caught:
+        say(f"   {warning.category.__name__}: {str(warning.message).splitlines()[0][:90]}...")
     finished = sum(not f.cancelled() for f in quick)
-    say(f"   its future: cancelled() -> {stuck.cancelled()}; of 5 quick tasks queued behind "
-        f"it, {finished} ran and {5 - finished} were cancelled before they started")  # fmt: skip
     stats = ex.statistics()
-    say(f"   statistics: submitted={stats.submitted} completed={stats.completed} "
-        f"cancelled={stats.cancelled} stopping={stats.stopping}")  # fmt: skip
-    say("   (cooperative cancel cannot stop code that never checks; forced cancellation")
-    say("    is what will. Releasing the task so the demo can exit.)")
-    release.set()
-    stuck.wait_stopped(_BOUND)
-    ex.shutdown()
+    say(f"   of 5 quick tasks queued behind it, {finished} ran, {5 - finished} were cancelled; "
+        f"abandoned workers: {stats.abandoned_workers}")  # fmt: skip
+    say("   the abandoned thread is a daemon: this process exits now, without waiting for it")
+    del future

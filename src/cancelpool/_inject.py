@@ -109,7 +109,9 @@ from ._exceptions import TaskInterrupted
 
 __all__ = ("AVAILABLE", "MECHANISM", "PROTECTED", "interrupt", "revoke", "unsafe_reason")
 
-#: Modules (and their submodules) an exception must never land in.
+#: Modules (and their submodules) an exception must never land in: the stdlib's
+#: synchronisation and machinery, and cancelpool's own bookkeeping (every module of the
+#: package except the demo, whose functions are tasks like any user's).
 PROTECTED = (
     "threading",
     "queue",
@@ -122,6 +124,7 @@ PROTECTED = (
     "cancelpool",
 )
 _PROTECTED_PREFIXES = tuple(name + "." for name in PROTECTED)
+_NOT_PROTECTED = frozenset({"cancelpool._demo"})
 
 MECHANISM: str
 _send_exc: Optional[Callable[[int, object], int]] = None
@@ -154,7 +157,9 @@ def unsafe_reason(tid: int, stop_code: CodeType) -> Optional[str]:
         if frame.f_code is stop_code:
             return None
         module = frame.f_globals.get("__name__", "")
-        if module in PROTECTED or module.startswith(_PROTECTED_PREFIXES):
+        if (
+            module in PROTECTED or module.startswith(_PROTECTED_PREFIXES)
+        ) and module not in _NOT_PROTECTED:
             return f"inside {module}.{frame.f_code.co_name}"
         frame = frame.f_back
     return "not running the task's code"
