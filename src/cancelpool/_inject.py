@@ -273,8 +273,3 @@ class _QuickLooks:
 #: ``begin()`` when an interrupt is refused for the first time, ``end()`` when it is sent
 #: or given up.
 quick_looks = _QuickLooks()
-
-
-def current_thread_id() -> int:
-    """The id ``interrupt()`` takes for the calling thread."""
-    return threading.get_ident()
