@@ -133,13 +133,10 @@ def test_program_exits_promptly_after_a_shutdown_with_timeout() -> None:
     assert elapsed < 10, elapsed
 
 
-@pytest.mark.subprocess
-@pytest.mark.skipif(not cancelpool.FORCE_AVAILABLE, reason="needs injection")
-def test_forced_program_exit_interrupts_a_busy_task() -> None:
-    proc, elapsed = run_child(
-        """
+BUSY_TASK = """
     import threading
-    from cancelpool import CancellableThreadPoolExecutor
+    from cancelpool import CancellableThreadPoolExecutor, _inject
+    {setup}
     started = threading.Event()
     def busy():
         started.set()
@@ -148,8 +145,13 @@ def test_forced_program_exit_interrupts_a_busy_task() -> None:
     ex = CancellableThreadPoolExecutor(max_workers=1, force=True, exit_timeout=0.2)
     ex.submit(busy)
     started.wait(30)
-    """
-    )
+"""
+
+
+@pytest.mark.subprocess
+@pytest.mark.skipif(not cancelpool.FORCE_AVAILABLE, reason="needs injection")
+def test_forced_program_exit_interrupts_a_busy_task() -> None:
+    proc, elapsed = run_child(BUSY_TASK.format(setup="pass"))
     assert proc.returncode == 0, proc.stderr
     assert "Abandoned" not in proc.stderr  # interrupted, not abandoned
     assert elapsed < 10, elapsed
@@ -157,21 +159,8 @@ def test_forced_program_exit_interrupts_a_busy_task() -> None:
 
 @pytest.mark.subprocess
 def test_program_with_a_busy_task_exits_even_without_injection() -> None:
-    proc, elapsed = run_child(
-        """
-    import threading
-    from cancelpool import CancellableThreadPoolExecutor, _inject
-    _inject.AVAILABLE = False  # as on an interpreter that cannot inject
-    started = threading.Event()
-    def busy():
-        started.set()
-        while True:
-            pass
-    ex = CancellableThreadPoolExecutor(max_workers=1, force=True, exit_timeout=0.2)
-    ex.submit(busy)
-    started.wait(30)
-    """
-    )
+    # As on an interpreter that cannot inject.
+    proc, elapsed = run_child(BUSY_TASK.format(setup="_inject.AVAILABLE = False"))
     assert proc.returncode == 0, proc.stderr
     assert "WorkerAbandonedWarning" in proc.stderr
     assert elapsed < 10, elapsed
