@@ -123,3 +123,34 @@ def test_without_injection_force_warns_once_and_abandons(
 def test_mechanism_is_named() -> None:
     assert isinstance(_inject.MECHANISM, str)
     assert cancelpool.FORCE_AVAILABLE is _inject.AVAILABLE
+
+
+def test_cleanup_offsets_mark_the_exit_of_a_with_block() -> None:
+    import dis
+
+    cond = threading.Condition()
+
+    def uses_with() -> int:
+        with cond:
+            cond.notify_all()
+        return 1
+
+    unsafe = _inject.cleanup_offsets(uses_with.__code__)
+    instructions = list(dis.get_instructions(uses_with))
+    notify = next(i for i in instructions if i.argval == "notify_all")
+    exit_call = [
+        i
+        for i in instructions
+        if i.opname in ("CALL", "CALL_FUNCTION") and i.offset in unsafe and i.offset > notify.offset
+    ]
+    assert len(exit_call) == 1  # the call of __exit__(None, None, None)
+    assert notify.offset not in unsafe  # inside the block: safe, __exit__ will run
+    assert any(i.opname == "WITH_EXCEPT_START" and i.offset in unsafe for i in instructions)
+
+
+def test_cleanup_offsets_leave_plain_code_alone() -> None:
+    def plain(x: int) -> int:
+        y = x + 1
+        return y * 2
+
+    assert _inject.cleanup_offsets(plain.__code__) == frozenset()

@@ -98,6 +98,8 @@ the worker there, like any interpreter without injection (``FORCE_AVAILABLE`` is
 from __future__ import annotations
 
 import ctypes
+import dis
+import functools
 import platform
 import sys
 import threading
@@ -154,15 +156,52 @@ def unsafe_reason(tid: int, stop_code: CodeType) -> Optional[str]:
     if frame is None:
         return "the thread has exited"
     while frame is not None:
-        if frame.f_code is stop_code:
+        code = frame.f_code
+        if code is stop_code:
             return None
         module = frame.f_globals.get("__name__", "")
         if (
             module in PROTECTED or module.startswith(_PROTECTED_PREFIXES)
         ) and module not in _NOT_PROTECTED:
-            return f"inside {module}.{frame.f_code.co_name}"
+            return f"inside {module}.{code.co_name}"
+        if frame.f_lasti in cleanup_offsets(code):
+            return f"leaving a with block in {module}.{code.co_name} (line {frame.f_lineno})"
         frame = frame.f_back
     return "not running the task's code"
+
+
+@functools.lru_cache(maxsize=4096)
+def cleanup_offsets(code: CodeType) -> frozenset[int]:
+    """Offsets in *code* where an exception would skip a ``with`` block's ``__exit__``.
+
+    A ``with`` statement leaves its block by popping the block (3.9, 3.10:
+    ``POP_BLOCK``) and then calling ``__exit__(None, None, None)``
+    (``LOAD_CONST None`` x3 or ``LOAD_CONST None; DUP_TOP; DUP_TOP``, then the call);
+    between the two, and during the call, an exception is no longer handled by the
+    block, so ``__exit__`` would never run: a lock taken by ``with lock:`` would stay
+    held. On 3.9 and 3.10 a thread can pause right after ``POP_BLOCK`` (measured: 11 in
+    1,500 trials of ``with cond:`` left the lock held before this check). A frame
+    calling ``__exit__`` (or ``WITH_EXCEPT_START``) is in the same position.
+    """
+    instructions = list(dis.get_instructions(code))
+    unsafe: set[int] = set()
+    real = [(k, i) for k, i in enumerate(instructions) if i.opname not in _FILLER]
+    for n, (k, ins) in enumerate(real):
+        if ins.opname in ("POP_BLOCK", "WITH_EXCEPT_START"):
+            unsafe.add(ins.offset)
+        elif ins.opname in ("CALL", "CALL_FUNCTION") and n >= 3:
+            before = [(i.opname, i.argval) for _, i in real[n - 3 : n]]
+            if before in _EXIT_CALL_PREFIXES:
+                first = real[n - 3][0]
+                unsafe.update(i.offset for i in instructions[first : k + 1])
+    return frozenset(unsafe)
+
+
+_FILLER = frozenset({"CACHE", "PRECALL", "EXTENDED_ARG", "NOP"})
+_EXIT_CALL_PREFIXES = (
+    [("LOAD_CONST", None), ("LOAD_CONST", None), ("LOAD_CONST", None)],  # 3.11+
+    [("LOAD_CONST", None), ("DUP_TOP", None), ("DUP_TOP", None)],  # 3.9, 3.10
+)
 
 
 def interrupt(tid: int, stop_code: CodeType, shielded: Callable[[], bool]) -> Optional[str]:
