@@ -177,8 +177,11 @@ def unsafe_reason(tid: int, stop_code: CodeType) -> Optional[str]:
 def cleanup_offsets(code: CodeType) -> frozenset[int]:
     """Offsets in *code* where an exception would skip a ``with`` block's ``__exit__``.
 
-    A ``with`` statement leaves its block by popping the block (3.9, 3.10:
-    ``POP_BLOCK``) and then calling ``__exit__(None, None, None)``
+    (On 3.9 and 3.10, also the inlined normal-path copy of a ``finally`` body, which
+    follows ``POP_BLOCK`` the same way, and the gap in ``lock.acquire(); try:`` between
+    the call's return and the ``try``. On 3.11+ that gap, and a ``finally`` body that
+    calls Python code, remain: the docs advise ``with`` or ``shield()`` there.) A ``with`` statement leaves its block by popping
+    the block (3.9, 3.10: ``POP_BLOCK``) and then calling ``__exit__(None, None, None)``
     (``LOAD_CONST None`` x3 or ``LOAD_CONST None; DUP_TOP; DUP_TOP``, then the call);
     between the two, and during the call, an exception is no longer handled by the
     block, so ``__exit__`` would never run: a lock taken by ``with lock:`` would stay
@@ -190,8 +193,21 @@ def cleanup_offsets(code: CodeType) -> frozenset[int]:
     unsafe: set[int] = set()
     real = [(k, i) for k, i in enumerate(instructions) if i.opname not in _FILLER]
     for n, (k, ins) in enumerate(real):
-        if ins.opname in ("POP_BLOCK", "WITH_EXCEPT_START"):
+        if ins.opname == "POP_BLOCK":
+            # 3.9, 3.10: the block is gone; what follows up to the next unconditional
+            # jump is the normal exit of a with, or the inlined copy of a finally body.
+            for _, after in real[n:]:
+                unsafe.add(after.offset)
+                if after.opname in _REGION_END:
+                    break
+        elif ins.opname == "WITH_EXCEPT_START":
             unsafe.add(ins.offset)
+        elif ins.opname == "SETUP_FINALLY" and n >= 2:
+            # 3.9, 3.10: ``lock.acquire(); try:`` - between the call's return and the
+            # try, the finally that would release is not set up yet.
+            call, pop = real[n - 2][1], real[n - 1][1]
+            if pop.opname == "POP_TOP" and call.opname.startswith("CALL"):
+                unsafe.update((call.offset, pop.offset))
         elif ins.opname in ("CALL", "CALL_FUNCTION") and n >= 3:
             before = [(i.opname, i.argval) for _, i in real[n - 3 : n]]
             if before in _EXIT_CALL_PREFIXES:
@@ -201,6 +217,9 @@ def cleanup_offsets(code: CodeType) -> frozenset[int]:
 
 
 _FILLER = frozenset({"CACHE", "PRECALL", "EXTENDED_ARG", "NOP"})
+_REGION_END = frozenset(
+    {"JUMP_FORWARD", "JUMP_ABSOLUTE", "RETURN_VALUE", "RERAISE", "RAISE_VARARGS"}
+)
 _EXIT_CALL_PREFIXES = (
     [("LOAD_CONST", None), ("LOAD_CONST", None), ("LOAD_CONST", None)],  # 3.11+
     [("LOAD_CONST", None), ("DUP_TOP", None), ("DUP_TOP", None)],  # 3.9, 3.10
