@@ -180,8 +180,10 @@ def cleanup_offsets(code: CodeType) -> frozenset[int]:
     (On 3.9 and 3.10, also the inlined normal-path copy of a ``finally`` body, which
     follows ``POP_BLOCK`` the same way, and the gap in ``lock.acquire(); try:`` between
     the call's return and the ``try``. On 3.11+ that gap, and a ``finally`` body that
-    calls Python code, remain: the docs advise ``with`` or ``shield()`` there.) A ``with`` statement leaves its block by popping
-    the block (3.9, 3.10: ``POP_BLOCK``) and then calling ``__exit__(None, None, None)``
+    calls Python code, remain: the docs advise ``with`` or ``shield()`` there.)
+
+    A ``with`` statement leaves its block by popping the block (3.9, 3.10:
+    ``POP_BLOCK``) and then calling ``__exit__(None, None, None)``
     (``LOAD_CONST None`` x3 or ``LOAD_CONST None; DUP_TOP; DUP_TOP``, then the call);
     between the two, and during the call, an exception is no longer handled by the
     block, so ``__exit__`` would never run: a lock taken by ``with lock:`` would stay
