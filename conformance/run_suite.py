@@ -24,6 +24,7 @@ although the suite ran tests that start children.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import importlib.util
 import json
@@ -47,6 +48,10 @@ PTH_LINE = (
 SELECTED_PREFIXES = ("ThreadPool", "FutureTests")
 # Tests that start a child interpreter; the swap must reach it.
 CHILD_TESTS = ("test_interpreter_shutdown", "test_hang_gh83386", "test_cancel_futures_wait_false")
+# A run takes well under a minute; a run that hangs must fail CI, not freeze it. After
+# HANG_SECONDS the run dumps every thread's stack and exits; the runner kills it for sure
+# a little later.
+HANG_SECONDS = 600
 
 
 class SwapNotInEffectError(Exception):
@@ -108,6 +113,7 @@ def selected_suite(modules: list[Any]) -> tuple[unittest.TestSuite, list[type]]:
 
 def run_once(mode: str, report: Path) -> int:
     """Run the selected tests in this process; write the outcome per test to *report*."""
+    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
     module_name, suite_dir = find_suite()
     swapped = mode == "swapped"
     log = Path(tempfile.mkstemp(prefix="cancelpool-swap-", suffix=".log")[1])
@@ -191,18 +197,27 @@ def _iter_tests(suite: unittest.TestSuite) -> list[unittest.TestCase]:
 def run_child(mode: str) -> dict[str, Any]:
     report = Path(tempfile.mkstemp(prefix=f"cancelpool-{mode}-", suffix=".json")[1])
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, __file__, "--mode", mode, "--report", str(report)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--mode", mode, "--report", str(report)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+            timeout=HANG_SECONDS + 60,
+        )
+        returncode, output = proc.returncode, proc.stdout
+    except subprocess.TimeoutExpired as exc:
+        returncode = -9
+        captured = exc.output or ""
+        output = captured if isinstance(captured, str) else captured.decode(errors="replace")
+        output += f"\n(killed: the {mode} run hung for {HANG_SECONDS + 60}s)"
     data: dict[str, Any] = json.loads(report.read_text()) if report.stat().st_size else {}
     report.unlink()
+    data.setdefault("mode", mode)
     data["seconds"] = time.monotonic() - started
-    data["returncode"] = proc.returncode
-    data["output"] = proc.stdout
+    data["returncode"] = returncode
+    data["output"] = output
     return data
 
 
@@ -224,7 +239,7 @@ def compare(summary: Optional[Path]) -> int:
         if data["returncode"] != 0 or "outcomes" not in data:
             print(data["output"])
             mode, code = data.get("mode", "?"), data["returncode"]
-            print(f"conformance {version}: the {mode} run crashed (exit {code})")
+            print(f"conformance {version}: the {mode} run crashed or hung (exit {code})")
             return 2
     must_pass = sorted(t for t, o in stock["outcomes"].items() if o == "passed")
     regressions = [t for t in must_pass if swapped["outcomes"].get(t) != "passed"]

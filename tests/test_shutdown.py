@@ -261,3 +261,50 @@ class TestInterpreterExit:
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == "7"
+
+    def test_fork_child_exits_although_a_parent_thread_held_a_task_lock(self) -> None:
+        # The parent's workers do not exist in a forked child, and a lock another parent
+        # thread held at the fork stays held there for ever: the child's exit hook must
+        # not touch them (CPython's test_hang_global_shutdown_lock hung on this).
+        if not hasattr(__import__("os"), "fork"):
+            pytest.skip("needs os.fork")
+        proc = run_child(
+            """
+            import os, signal, sys, threading, time, warnings
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, 3.12+
+            from cancelpool import CancellableThreadPoolExecutor
+            started, release, holding = threading.Event(), threading.Event(), threading.Event()
+            def task():
+                started.set()
+                release.wait(30)
+            ex = CancellableThreadPoolExecutor(max_workers=1)
+            fut = ex.submit(task)
+            started.wait(30)
+            def hold():
+                with fut._condition:
+                    holding.set()
+                    release.wait(30)
+            holder = threading.Thread(target=hold)
+            holder.start()
+            holding.wait(30)
+            pid = os.fork()
+            if pid == 0:
+                sys.exit(7)  # a normal exit: the exit hooks run
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    print(os.waitstatus_to_exitcode(status))
+                    break
+                time.sleep(0.01)
+            else:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                print("child hung at exit")
+            release.set()
+            holder.join(30)
+            ex.shutdown()
+            """
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "7"

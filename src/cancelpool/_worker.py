@@ -19,8 +19,8 @@ The stdlib registers ``_python_exit`` with ``threading._register_atexit`` to wak
 workers and join them before the interpreter finalizes, so queued work still completes
 at exit. We do the same for our workers with our own hook and flag, and keep our workers
 out of the stdlib's registry. Our workers are daemon threads (where the interpreter
-allows them) so that a worker our hook does not join never blocks exit; today the hook
-joins every live worker, as the stdlib does.
+allows them) so that a worker our hook gives up on (``exit_timeout``) never blocks exit.
+A forked child forgets the parent's workers at the fork: they do not exist there.
 
 Locking protocol
 ----------------
@@ -107,7 +107,7 @@ def _python_exit() -> None:
     start = time.monotonic()
     stuck = []
     for worker, _ in items:
-        if worker.task_is_stopping():
+        if not worker.is_alive() or worker.task_is_stopping():
             continue
         timeout = worker.exit_timeout()
         worker.join(None if timeout is None else max(0.0, start + timeout - time.monotonic()))
@@ -135,8 +135,17 @@ if hasattr(os, "register_at_fork"):
 
 
 def _reinit_lock() -> None:
+    """In a forked child: a fresh lock, and none of the parent's workers.
+
+    Only the forking thread survives a fork. The parent's workers do not exist in the
+    child, and the locks they held at the fork (a future's condition, say) stay held
+    for ever there: the child's exit hook must not wait for those workers nor touch
+    their tasks, or the child hangs at exit (found by CPython's
+    ``test_hang_global_shutdown_lock``, which forks while a task is submitting).
+    """
     global global_shutdown_lock
     global_shutdown_lock = threading.Lock()
+    _live_workers.clear()
 
 
 class WorkItem:
