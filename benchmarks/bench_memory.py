@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
 from cancelpool import CancellableThreadPoolExecutor
@@ -23,7 +22,14 @@ def noop() -> None:
 
 
 def bytes_per_pending_task(which: str, n: int) -> float:
-    """In this process: queue *n* tasks behind a blocked worker; return bytes per task."""
+    """In this process: queue *n* tasks behind a blocked worker; return bytes per task.
+
+    Returns -1 where the interpreter cannot trace allocations (PyPy).
+    """
+    try:
+        import tracemalloc
+    except ImportError:  # PyPy 7.3 has no _tracemalloc
+        return -1.0
     cls = CLASSES[which]
     gate = threading.Event()
     ex = cls(max_workers=1)

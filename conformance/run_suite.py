@@ -48,10 +48,10 @@ PTH_LINE = (
 SELECTED_PREFIXES = ("ThreadPool", "FutureTests")
 # Tests that start a child interpreter; the swap must reach it.
 CHILD_TESTS = ("test_interpreter_shutdown", "test_hang_gh83386", "test_cancel_futures_wait_false")
-# A run takes well under a minute; a run that hangs must fail CI, not freeze it. After
+# A run takes about a minute; a run that hangs must fail CI, not freeze it. After
 # HANG_SECONDS the run dumps every thread's stack and exits; the runner kills it for sure
 # a little later.
-HANG_SECONDS = 600
+HANG_SECONDS = 300
 
 
 class SwapNotInEffectError(Exception):

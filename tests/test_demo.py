@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import cancelpool
 from cancelpool.__main__ import main
 
 
@@ -26,8 +27,14 @@ def test_demo_runs() -> None:
     assert "cancelpool:                cancel() of a running task -> True" in out
     assert "wait_stopped() -> True); state now 'stopped'" in out
     assert "(stopped: True, reason: 'user pressed stop')" in out
-    assert "TaskInterrupted landed and the loop stopped" in out
-    assert "state 'stopped'; interrupts sent: 1" in out
+    if cancelpool.FORCE_AVAILABLE:
+        assert "TaskInterrupted landed and the loop stopped" in out
+        assert "(stopped: True)" in out
+        assert "state 'stopped'; interrupts sent: 1" in out
+    else:
+        assert "cannot inject an exception (cancelpool.FORCE_AVAILABLE is False)" in out
+        assert "state 'abandoned'; the pool took the next task on a new worker: True" in out
+        assert "ForceUnavailableWarning: forced cancellation cannot interrupt" in out
     assert re.search(r"shutdown\(cancel_futures=True, timeout=0.5\) returned after", out)
     assert "state=cancelled, worker abandoned reason='shutdown'" in out
     assert "WorkerAbandonedWarning: task" in out

@@ -179,7 +179,9 @@ class TestWhereItMustNotLand:
         assert future._interrupts_sent == 0
         assert future._refusal is not None
         assert future._refusal.startswith("inside threading.")
-        with pytest.warns(WorkerAbandonedWarning, match=r"waits_on_event\(\)"):
+        with pytest.warns(
+            WorkerAbandonedWarning, match=r"waits_on_event\(\).*abandoned and replaced"
+        ):
             manual_clock.advance(4.0)
         assert state(future) is TaskState.ABANDONED
         gate.set()

@@ -40,6 +40,21 @@ def test_close_cancels_running_and_pending() -> None:
     assert stats.cancelled == 4 and stats.completed == 0
 
 
+def test_close_cancels_the_last_submitted_first() -> None:
+    # Queued futures before running ones: were a running one cancelled first, its worker,
+    # freed, could take a queued task before that task's cancel (a race seen on PyPy).
+    tasks = Tasks(n_running=2)
+    ex = CancellableThreadPoolExecutor(max_workers=2)
+    results = ex.map(tasks.work, ["a", "b", "c", "d"])
+    order: list[str] = []
+    for item, future in zip("abcd", results._futures):  # type: ignore[attr-defined]
+        future.add_done_callback(lambda _, item=item: order.append(item))
+    tasks.started.wait()
+    results.close()  # type: ignore[attr-defined]
+    assert order == ["d", "c", "b", "a"]
+    assert ex.shutdown(timeout=WAIT) == ()
+
+
 def test_exception_cancels_the_rest() -> None:
     tasks = Tasks(n_running=2)  # "fail" ends at once, then "x" and "y" both run
     ex = CancellableThreadPoolExecutor(max_workers=2)

@@ -12,6 +12,8 @@ from typing import Callable, TextIO
 
 from ._current import current_token
 from ._executor import CancellableThreadPoolExecutor
+from ._future import TaskState
+from ._inject import AVAILABLE as FORCE_AVAILABLE
 from ._version import __version__
 
 __all__ = ("main",)
@@ -116,6 +118,9 @@ def _force(say: Callable[[str], None]) -> None:
             except Exception:  # noqa: BLE001, PERF203 - what the demo is about
                 continue
 
+    if not FORCE_AVAILABLE:
+        _force_unavailable(say, legacy_loop, started)
+        return
     with CancellableThreadPoolExecutor(max_workers=1, force=True, grace=0.1) as ex:
         future = ex.submit(legacy_loop)
         started.wait(_BOUND)
@@ -127,6 +132,32 @@ def _force(say: Callable[[str], None]) -> None:
         say(f"   state {future.task_state.value!r}; interrupts sent: "
             f"{ex.statistics().interrupts}; the worker took the next task: "
             f"{ex.submit(pow, 2, 10).result(_BOUND) == 1024}")  # fmt: skip
+
+
+def _force_unavailable(
+    say: Callable[[str], None], legacy_loop: Callable[[], None], started: threading.Event
+) -> None:
+    """Step 3 where no exception can be injected (PyPy): the worker is abandoned."""
+    say("   this interpreter cannot inject an exception (cancelpool.FORCE_AVAILABLE is False):")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex = CancellableThreadPoolExecutor(max_workers=1, force=True, grace=0.1, abandon_after=0.2)
+        future = ex.submit(legacy_loop)
+        started.wait(_BOUND)
+        t0 = time.perf_counter()
+        future.cancel()
+        deadline = time.monotonic() + _BOUND
+        while future.task_state is not TaskState.ABANDONED and time.monotonic() < deadline:
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - t0
+        replaced = ex.submit(pow, 2, 10).result(_BOUND) == 1024
+        ex.shutdown(wait=False)
+    say(f"   cancel() with force=True, grace=0.1, abandon_after=0.2: the loop runs on; its "
+        f"worker was abandoned {_ms(elapsed)} later")  # fmt: skip
+    say(f"   state {future.task_state.value!r}; the pool took the next task on a new worker: "
+        f"{replaced}")  # fmt: skip
+    for warning in caught:
+        say(f"   {warning.category.__name__}: {str(warning.message).splitlines()[0][:90]}...")
 
 
 def _shutdown_with_timeout(say: Callable[[str], None]) -> None:

@@ -29,6 +29,7 @@ only applies to a task still running.
 
 from __future__ import annotations
 
+import platform
 import reprlib
 import sys
 import threading
@@ -261,18 +262,27 @@ class Ladder:
         if not future._transition(ABANDON):
             return
         worker = find_worker(future)
+        from ._worker import is_global_shutdown
+
         executor = self.policy.executor_ref()
+        replaced = False
         if executor is not None and worker is not None:
-            executor._abandon_worker(worker)
+            replaced = executor._abandon_worker(worker)
         elif worker is not None:
             worker.abandoned = True
+        if replaced:
+            fate = "its worker was abandoned and replaced"
+        elif is_global_shutdown():
+            fate = "its worker was abandoned: the interpreter exits without waiting for it"
+        else:
+            fate = "its worker was abandoned (not replaced: the pool takes no more work)"
         self._warn_once(
             WorkerAbandonedWarning,
             f"{describe(future)} did not stop after its cancel"
             + (" and interrupt" if future._interrupts_sent else "")
-            + "; its worker was abandoned and replaced. The thread goes on running the "
-            "task's code until it returns, then exits. Blocking calls that no exception "
-            "can interrupt end this way: use token-aware waits or token.register().",
+            + f"; {fate}. The thread goes on running the task's code until it returns, "
+            "then exits. Blocking calls that no exception can interrupt end this way: use "
+            "token-aware waits or token.register().",
         )
 
     def _abandon_in(self) -> float:
@@ -366,6 +376,8 @@ def _warn_force_unavailable() -> None:
         _force_unavailable_warned = True
     emit(
         ForceUnavailableWarning,
-        f"forced cancellation cannot interrupt tasks on this interpreter ({_inject.MECHANISM}); "
-        "a forced cancel is cooperative, then abandons the worker after abandon_after.",
+        f"forced cancellation cannot interrupt tasks on {platform.python_implementation()} "
+        "(cancelpool.FORCE_AVAILABLE is False; why: docs/forced-cancellation.md, PyPy): a "
+        "forced cancel sets the task's token, then abandons its worker after grace + "
+        "abandon_after. Make long tasks check their token to stop them for real.",
     )

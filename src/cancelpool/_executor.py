@@ -255,27 +255,35 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         worker.start()
         self._threads.add(worker)
 
-    def _abandon_worker(self, worker: WorkerThread) -> None:
+    def _abandon_worker(self, worker: WorkerThread) -> bool:
         """Detach *worker* (its cancelled task will not stop) and start a replacement.
 
         The detached thread finishes its task's code if it ever returns, then exits
         without taking another task; the exit hook no longer waits for it.
+
+        Returns:
+            Whether a replacement was started (not if the pool can get no more work).
         """
         with self._shutdown_lock, _worker.global_shutdown_lock:
             if worker.abandoned:
-                return
+                return False
             worker.abandoned = True
             self._threads.discard(worker)
             self._abandoned.append(worker)
             _worker.forget_worker(worker)
             # Keep the pool's capacity while it may still get work: not shut down, or
-            # shut down with tasks still queued that someone must run or drop.
-            if (not self._shutdown or not self._work_queue.empty()) and not self._broken:
+            # shut down with tasks still queued that someone must run or drop. Never at
+            # interpreter exit: no task can be queued any more, and 3.12+ refuses to
+            # start a thread then.
+            may_get_work = not self._shutdown or not self._work_queue.empty()
+            if may_get_work and not self._broken and not _worker.is_global_shutdown():
 
                 def weakref_cb(_: object, q: queue.SimpleQueue[Any] = self._work_queue) -> None:
                     q.put(None)
 
                 self._start_worker(weakref_cb)
+                return True
+            return False
 
     def _initializer_failed(self) -> None:
         with self._shutdown_lock:
@@ -475,7 +483,11 @@ class _MapIterator(Iterator[T]):
     def close(self) -> None:
         """Stop iterating: cancel every future not yielded yet (reason ``"map"``)."""
         self._results.close()
-        for future in self._futures:
+        # Last submitted first, as the stdlib's map: the queued futures are cancelled
+        # before the running ones, so a worker freed by a stopping task cannot take a
+        # queued one in between. (If iteration had started, the generator's finally
+        # already cancelled them in that order; these calls are then no-ops.)
+        for future in reversed(self._futures):
             future.cancel(reason="map")
         self._futures.clear()
 

@@ -9,6 +9,9 @@ otherwise, so it never wakes for nothing.
 The clock is injectable: ``ManualScheduler`` runs due actions in the calling thread when
 a test advances its clock, so tests of timed behaviour never sleep.
 
+At interpreter exit the thread may not be startable (3.12+); the exit hook then runs due
+actions itself (``run_due_without_thread``).
+
 Locking protocol: ``_cond`` (and its lock) guards the heap and the thread handle; actions
 run after it is released, so an action may schedule another.
 """
@@ -69,8 +72,41 @@ class Scheduler:
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="cancelpool-timer", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="cancelpool-timer", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                # The interpreter is exiting (3.12+ refuses new threads then) or out of
+                # threads. Scheduling must not fail: the action waits in the heap, for
+                # the next call_at to try again, or for the exit hook, which runs due
+                # actions itself while it waits (run_due_without_thread).
+                self._thread = None
+                return
+            self._thread = thread
+
+    def run_due_without_thread(self) -> Optional[float]:
+        """Run due actions in the calling thread if there is no timer thread to run them.
+
+        For the exit hook: at interpreter exit, 3.12+ refuses to start the timer thread,
+        so the hook calls this while it waits for cancelled tasks to stop.
+
+        Returns:
+            Seconds until the next scheduled action, or None if none is scheduled or the
+            timer thread is running.
+        """
+        while True:
+            with self._cond:
+                if self._thread is not None and self._thread.is_alive():
+                    return None
+                while self._heap and self._heap[0][2].cancelled:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    return None
+                delay = self._heap[0][0] - self.clock()
+                if delay > 0:
+                    return delay
+                _, _, handle = heapq.heappop(self._heap)
+            run_action(handle)
 
     def _run(self) -> None:
         while True:

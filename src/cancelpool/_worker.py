@@ -46,6 +46,7 @@ from ._current import _slot
 from ._exceptions import TaskInterrupted
 from ._future import CODE_STOPPING, COMPLETE, RUNNING_, TAKE, CancellableFuture
 from ._stats import WorkerCounts
+from ._timer import get_scheduler
 
 if TYPE_CHECKING:
     from ._executor import CancellableThreadPoolExecutor
@@ -73,6 +74,8 @@ _all_workers: weakref.WeakSet[WorkerThread] = weakref.WeakSet()
 #: Cancelled or running: the code of the task may still be executing.
 CODE_RUNNING = (RUNNING_, *CODE_STOPPING)
 _global_shutdown = False
+# How often the exit hook looks for due timer actions while it waits (seconds).
+EXIT_POLL = 0.005
 # Guards _global_shutdown and _live_workers (see the module docstring).
 global_shutdown_lock = threading.Lock()
 
@@ -117,9 +120,24 @@ def _python_exit() -> None:
         worker.cancel_for_exit()
     last_chance = time.monotonic() + 1.0
     for worker in stuck:
-        worker.join(max(0.0, last_chance - time.monotonic()))
+        _join_running_timer(worker, last_chance)
         if worker.is_alive():
             worker.abandon_at_exit()
+
+
+def _join_running_timer(worker: WorkerThread, deadline: float) -> None:
+    """Join *worker* until *deadline*, running due escalation steps in this thread.
+
+    The cancellations of the exit hook schedule their steps on the timer thread; at exit,
+    3.12+ refuses to start that thread if it is not running yet, so the hook runs them.
+    """
+    scheduler = get_scheduler()
+    while worker.is_alive():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        delay = scheduler.run_due_without_thread()
+        worker.join(min(remaining, EXIT_POLL if delay is None else max(delay, 0.0), EXIT_POLL))
 
 
 register_atexit(_python_exit)
