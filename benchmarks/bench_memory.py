@@ -60,5 +60,6 @@ def measure_in_subprocess(which: str, n: int) -> float:
         capture_output=True,
         text=True,
         check=True,
+        timeout=600,
     )
     return float(out.stdout.strip())
