@@ -28,10 +28,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_force
 import bench_latency
 import bench_memory
 import bench_throughput
-from cancelpool import CancellableThreadPoolExecutor
+from cancelpool import FORCE_AVAILABLE, CancellableThreadPoolExecutor
 
 
 def throughput(n: int, rounds: int) -> list[dict[str, Any]]:
@@ -58,6 +59,23 @@ def latency(trials: int) -> list[dict[str, Any]]:
             "p99_us": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6,
             "max_us": samples[-1] * 1e6,
         })  # fmt: skip
+    return rows
+
+
+def forced(trials: int) -> list[dict[str, Any]]:
+    """Forced cancel latency per task shape and canceller (empty where no injection)."""
+    rows: list[dict[str, Any]] = []
+    if not FORCE_AVAILABLE:
+        return rows
+    for name, task in bench_force.TASKS.items():
+        for busy in (False, True):
+            samples = sorted(bench_force.forced_latencies(task, trials, busy=busy))
+            rows.append({
+                "task": name, "canceller": "busy" if busy else "waiting", "trials": trials,
+                "p50_us": samples[len(samples) // 2] * 1e6,
+                "p99_us": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6,
+                "max_us": samples[-1] * 1e6,
+            })  # fmt: skip
     return rows
 
 
@@ -97,6 +115,17 @@ def main() -> int:
         print(f"  {row['task']:40} {row['p50_us']:8.1f}µs {row['p99_us']:8.1f}µs "
               f"{row['max_us']:8.1f}µs")  # fmt: skip
     print()
+    force_trials = max(20, trials // 2)
+    print(f"Forced cancel latency, cancel(force=True, grace=0) to code stopped, "
+          f"{force_trials} trials:")  # fmt: skip
+    forced_rows = forced(force_trials)
+    if not forced_rows:
+        print("  n/a: this interpreter cannot inject (cancelpool.FORCE_AVAILABLE is False)")
+    for row in forced_rows:
+        label = f"{row['task']}, {row['canceller']} canceller"
+        print(f"  {label:40} {row['p50_us']:8.1f}µs {row['p99_us']:8.1f}µs "
+              f"{row['max_us']:8.1f}µs")  # fmt: skip
+    print()
     mem = memory(queued)
     print(f"Memory per pending task, {queued:,} queued (tracemalloc):")
     if mem["ratio"] is None:
@@ -106,7 +135,8 @@ def main() -> int:
               f"ratio {mem['ratio']:.3f}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(
-            {"python": env, "throughput": through, "latency": lat, "memory": mem}, indent=2
+            {"python": env, "throughput": through, "latency": lat, "forced": forced_rows,
+             "memory": mem}, indent=2
         ))  # fmt: skip
     return 0
 

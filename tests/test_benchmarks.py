@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import cancelpool
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -34,3 +36,6 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
     }
     if platform.python_implementation() == "CPython":
         assert data["memory"]["ours_bytes"] > 0
+    # Forced latency: 2 task shapes x 2 cancellers where injection works, none elsewhere.
+    assert len(data["forced"]) == (4 if cancelpool.FORCE_AVAILABLE else 0)
+    assert all(0 < row["p50_us"] <= row["p99_us"] for row in data["forced"])
