@@ -136,8 +136,8 @@ def _join_running_timer(worker: WorkerThread, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return
-        delay = scheduler.run_due_without_thread()
-        worker.join(min(remaining, EXIT_POLL if delay is None else max(delay, 0.0), EXIT_POLL))
+        delay = scheduler.run_due_without_thread()  # None, or > 0: to the next due step
+        worker.join(min(remaining, EXIT_POLL if delay is None else min(delay, EXIT_POLL)))
 
 
 register_atexit(_python_exit)
