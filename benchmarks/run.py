@@ -123,7 +123,7 @@ def main() -> int:
         print("  n/a: this interpreter cannot inject (cancelpool.FORCE_AVAILABLE is False)")
     for row in forced_rows:
         label = f"{row['task']}, {row['canceller']} canceller"
-        print(f"  {label:40} {row['p50_us']:8.1f}µs {row['p99_us']:8.1f}µs "
+        print(f"  {label:46} {row['p50_us']:8.1f}µs {row['p99_us']:8.1f}µs "
               f"{row['max_us']:8.1f}µs")  # fmt: skip
     print()
     mem = memory(queued)
