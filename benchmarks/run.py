@@ -49,16 +49,21 @@ def throughput(n: int, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
+def percentiles_us(samples: list[float]) -> dict[str, float]:
+    """p50, p99 and max of latencies in seconds, as microseconds."""
+    ordered = sorted(samples)
+    return {
+        "p50_us": ordered[len(ordered) // 2] * 1e6,
+        "p99_us": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e6,
+        "max_us": ordered[-1] * 1e6,
+    }
+
+
 def latency(trials: int) -> list[dict[str, Any]]:
     rows = []
     for name, task in bench_latency.TASKS.items():
-        samples = sorted(bench_latency.cancel_latencies(task, trials))
-        rows.append({
-            "task": name, "trials": trials,
-            "p50_us": samples[len(samples) // 2] * 1e6,
-            "p99_us": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6,
-            "max_us": samples[-1] * 1e6,
-        })  # fmt: skip
+        samples = bench_latency.cancel_latencies(task, trials)
+        rows.append({"task": name, "trials": trials, **percentiles_us(samples)})
     return rows
 
 
@@ -69,12 +74,10 @@ def forced(trials: int) -> list[dict[str, Any]]:
         return rows
     for name, task in bench_force.TASKS.items():
         for busy in (False, True):
-            samples = sorted(bench_force.forced_latencies(task, trials, busy=busy))
+            samples = bench_force.forced_latencies(task, trials, busy=busy)
             rows.append({
                 "task": name, "canceller": "busy" if busy else "waiting", "trials": trials,
-                "p50_us": samples[len(samples) // 2] * 1e6,
-                "p99_us": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6,
-                "max_us": samples[-1] * 1e6,
+                **percentiles_us(samples),
             })  # fmt: skip
     return rows
 

@@ -98,30 +98,35 @@ class Scheduler:
             with self._cond:
                 if self._thread is not None and self._thread.is_alive():
                     return None
-                while self._heap and self._heap[0][2].cancelled:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    return None
-                delay = self._heap[0][0] - self.clock()
-                if delay > 0:
-                    return delay
-                _, _, handle = heapq.heappop(self._heap)
+                handle, delay = self._pop_due()
+            if handle is None:
+                return delay
             run_action(handle)
+
+    def _pop_due(self) -> tuple[Optional[TimerHandle], Optional[float]]:
+        """Under ``_cond``: take the next due action, or say when one will be due.
+
+        Returns:
+            ``(handle, 0.0)`` for an action due now, taken off the heap;
+            ``(None, delay)`` if the earliest is due in *delay* seconds;
+            ``(None, None)`` if nothing is scheduled.
+        """
+        while self._heap and self._heap[0][2].cancelled:
+            heapq.heappop(self._heap)
+        if not self._heap:
+            return None, None
+        delay = self._heap[0][0] - self.clock()
+        if delay > 0:
+            return None, delay
+        return heapq.heappop(self._heap)[2], 0.0
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while True:
-                    while self._heap and self._heap[0][2].cancelled:
-                        heapq.heappop(self._heap)
-                    if not self._heap:
-                        self._cond.wait()
-                        continue
-                    delay = self._heap[0][0] - self.clock()
-                    if delay <= 0:
-                        break
-                    self._cond.wait(delay)
-                _, _, handle = heapq.heappop(self._heap)
+                handle, delay = self._pop_due()
+                while handle is None:
+                    self._cond.wait(delay)  # None: until something is scheduled
+                    handle, delay = self._pop_due()
             run_action(handle)
 
     def _after_fork_in_child(self) -> None:
@@ -150,9 +155,9 @@ class ManualScheduler(Scheduler):
         """Run every action due at the current fake time, including ones they schedule."""
         while True:
             with self._cond:
-                if not self._heap or self._heap[0][0] > self.now:
-                    return
-                _, _, handle = heapq.heappop(self._heap)
+                handle, _ = self._pop_due()
+            if handle is None:
+                return
             run_action(handle)
 
     def pending(self) -> list[float]:
