@@ -8,11 +8,11 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TextIO
+from typing import Callable, Optional, TextIO, Union
 
 from ._current import current_token
+from ._exceptions import WorkerAbandonedWarning
 from ._executor import CancellableThreadPoolExecutor
-from ._future import TaskState
 from ._inject import AVAILABLE as FORCE_AVAILABLE
 from ._version import __version__
 
@@ -139,16 +139,32 @@ def _force_unavailable(
 ) -> None:
     """Step 3 where no exception can be injected (PyPy): the worker is abandoned."""
     say("   this interpreter cannot inject an exception (cancelpool.FORCE_AVAILABLE is False):")
-    with warnings.catch_warnings(record=True) as caught:
+    caught: list[warnings.WarningMessage] = []
+    abandoned = threading.Event()
+
+    def record(
+        message: Union[Warning, str],
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Optional[TextIO] = None,
+        line: Optional[str] = None,
+    ) -> None:
+        caught.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+        if issubclass(category, WorkerAbandonedWarning):
+            abandoned.set()
+
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = record
         ex = CancellableThreadPoolExecutor(max_workers=1, force=True, grace=0.1, abandon_after=0.2)
         future = ex.submit(legacy_loop)
         started.wait(_BOUND)
         t0 = time.perf_counter()
         future.cancel()
-        deadline = time.monotonic() + _BOUND
-        while future.task_state is not TaskState.ABANDONED and time.monotonic() < deadline:
-            time.sleep(0.005)
+        # The timer thread warns last, after abandoning and replacing the worker: waiting
+        # for the warning (not the state) keeps it inside this block, out of stderr.
+        abandoned.wait(_BOUND)
         elapsed = time.perf_counter() - t0
         replaced = ex.submit(pow, 2, 10).result(_BOUND) == 1024
         ex.shutdown(wait=False)
@@ -156,8 +172,7 @@ def _force_unavailable(
         f"worker was abandoned {_ms(elapsed)} later")  # fmt: skip
     say(f"   state {future.task_state.value!r}; the pool took the next task on a new worker: "
         f"{replaced}")  # fmt: skip
-    for warning in caught:
-        say(f"   {warning.category.__name__}: {str(warning.message).splitlines()[0][:90]}...")
+    _say_warnings(say, caught)
 
 
 def _shutdown_with_timeout(say: Callable[[str], None]) -> None:
@@ -180,11 +195,16 @@ def _shutdown_with_timeout(say: Callable[[str], None]) -> None:
     say(f"   shutdown(cancel_futures=True, timeout=0.5) returned after {_ms(elapsed)}; "
         "the stdlib's would wait an hour")  # fmt: skip
     say(f"   still running: {still_running[0]!r}")
-    for warning in caught:
-        say(f"   {warning.category.__name__}: {str(warning.message).splitlines()[0][:90]}...")
+    _say_warnings(say, caught)
     finished = sum(not f.cancelled() for f in quick)
     stats = ex.statistics()
     say(f"   of 5 quick tasks queued behind it, {finished} ran, {5 - finished} were cancelled; "
         f"abandoned workers: {stats.abandoned_workers}")  # fmt: skip
     say("   the abandoned thread is a daemon: this process exits now, without waiting for it")
     del future
+
+
+def _say_warnings(say: Callable[[str], None], caught: list[warnings.WarningMessage]) -> None:
+    """One line per recorded warning: its category and the start of its first line."""
+    for warning in caught:
+        say(f"   {warning.category.__name__}: {str(warning.message).splitlines()[0][:90]}...")
