@@ -12,7 +12,8 @@ Throughput rows run the stdlib and cancelpool alternately, ``--rounds`` times ea
 report the median per-task time of each and their ratio (ours / stdlib; 1.00 = equal,
 below 1 = we are faster). Thread scheduling on a small machine spreads single rounds
 by +-30%, hence many alternating rounds and medians. Targets: throughput ratio <= 1.10,
-cancel latency p99 < 1 ms, memory ratio <= 1.2.
+deadline-cost ratio <= 1.15 with no timer wake-up, cancel latency p99 < 1 ms, memory
+ratio <= 1.2.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_deadline
 import bench_force
 import bench_latency
 import bench_memory
@@ -35,9 +37,9 @@ import bench_throughput
 from cancelpool import FORCE_AVAILABLE, CancellableThreadPoolExecutor
 
 
-def throughput(n: int, rounds: int) -> list[dict[str, Any]]:
+def throughput(n: int, rounds: int, benchmarks: Any = None) -> list[dict[str, Any]]:
     rows = []
-    for name, bench in bench_throughput.BENCHMARKS.items():
+    for name, bench in (benchmarks or bench_throughput.BENCHMARKS).items():
         times: dict[str, list[float]] = {"stdlib": [], "ours": []}
         for _ in range(rounds):
             times["stdlib"].append(bench(ThreadPoolExecutor, n) / n)
@@ -111,6 +113,16 @@ def main() -> int:
         print(f"  {row['benchmark']:40} {row['stdlib_us']:8.2f}µs {row['ours_us']:8.2f}µs "
               f"{row['ratio']:7.3f}")  # fmt: skip
     print()
+    print(f"Deadline cost: ours with a 60 s deadline per task (never due) vs stdlib without, "
+          f"median of {rounds} rounds of {n:,} tasks:")  # fmt: skip
+    deadline_rows = throughput(n, rounds, bench_deadline.BENCHMARKS)
+    for row in deadline_rows:
+        print(f"  {row['benchmark']:46} {row['stdlib_us']:8.2f}µs {row['ours_us']:8.2f}µs "
+              f"{row['ratio']:7.3f}")  # fmt: skip
+    wakeups = bench_deadline.timer_wakeups
+    print(f"  timer thread wake-ups during the deadline runs: {wakeups} "
+          f"({len(deadline_rows) * rounds * n:,} deadlines scheduled and withdrawn)")
+    print()
     print(f"Cooperative cancel latency, cancel() to code stopped, {trials} trials:")
     print(f"  {'task':40} {'p50':>10} {'p99':>10} {'max':>10}")
     lat = latency(trials)
@@ -138,7 +150,8 @@ def main() -> int:
               f"ratio {mem['ratio']:.3f}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(
-            {"python": env, "throughput": through, "latency": lat, "forced": forced_rows,
+            {"python": env, "throughput": through, "deadline": deadline_rows,
+             "timer_wakeups": wakeups, "latency": lat, "forced": forced_rows,
              "memory": mem}, indent=2
         ))  # fmt: skip
     return 0

@@ -28,6 +28,8 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert len(data["throughput"]) == 4
+    assert len(data["deadline"]) == 3
+    assert data["timer_wakeups"] <= 3  # at most the first deadline of each benchmark
     assert all(row["ratio"] > 0 for row in data["throughput"])
     assert {row["task"] for row in data["latency"]} == {
         "polling token.cancelled",

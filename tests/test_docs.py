@@ -23,6 +23,18 @@ EXPECTED = {
         "stopped -> True\nstate -> True\ninterrupts -> 1\nstill running -> ()\n"
     ),
     "shield_critical.py": "stopped -> True\nbooks balance -> True\nlock held -> False\n",
+    "deadline.py": (
+        "fast: ok\nslow: DeadlineExceeded after 0.2 s\na TimeoutError -> True\n"
+        "cancelled() -> False\nstopped -> True | reason -> deadline\ntimed out -> 1\n"
+    ),
+    "cancel_group.py": (
+        "all cancelled -> True\nall stopped -> True\nreasons -> {'user closed the window'}\n"
+        "crawl stopped -> True\ncancelled -> 4 | still running -> 0\n"
+    ),
+    "asyncio_cancel_task.py": (
+        "asyncio task cancelled -> True\nthread task stopped, reason -> user closed the page\n"
+    ),
+    "asyncio_to_thread_timeout.py": "timed out -> True\nthread task stopped, reason -> cancel\n",
 }
 NEEDS_INJECTION = {"force_legacy_loop.py", "shield_critical.py"}
 

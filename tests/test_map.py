@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import itertools
 import threading
+import weakref
+from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
 
@@ -142,3 +146,74 @@ def test_dropping_a_started_iterator_cancels_the_rest() -> None:
     assert sorted(tasks.stopped) == ["a", "b"]
     stats = ex.statistics()
     assert (stats.completed, stats.cancelled) == (1, 2)
+
+
+class TestBuffersize:
+    """``map(buffersize=N)``: 3.14's bounded prefetch, on every supported version."""
+
+    def test_an_endless_iterable_is_consumed_as_results_are_taken(self) -> None:
+        ex = CancellableThreadPoolExecutor(max_workers=2)
+        try:
+            consumed: list[int] = []
+
+            def numbers() -> Iterator[int]:
+                for i in itertools.count():
+                    consumed.append(i)
+                    yield i
+
+            results = ex.map(lambda x: x * x, numbers(), buffersize=3)
+            assert len(consumed) == 3  # only the first buffersize calls are submitted
+            assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
+            # Each result taken submitted one more call, before waiting (as 3.14).
+            assert len(consumed) == 3 + 5
+            results.close()  # type: ignore[attr-defined]
+            assert ex.statistics().submitted == 8
+        finally:
+            ex.shutdown(cancel_futures=True, timeout=WAIT)
+
+    def test_results_in_order_and_nothing_lost(self) -> None:
+        with CancellableThreadPoolExecutor(max_workers=4) as ex:
+            assert list(ex.map(pow, range(50), itertools.repeat(2), buffersize=4)) == [
+                i * i for i in range(50)
+            ]
+            assert list(ex.map(pow, [], buffersize=1)) == []
+
+    def test_closing_cancels_the_buffered_calls(self) -> None:
+        tasks = Tasks(n_running=1)
+        ex = CancellableThreadPoolExecutor(max_workers=1)
+        results = ex.map(tasks.work, ["a", "b", "c", "d", "e"], buffersize=2)
+        tasks.started.wait()  # a runs, b queued; c, d, e not submitted
+        results.close()  # type: ignore[attr-defined]
+        assert ex.shutdown(timeout=WAIT) == ()
+        stats = ex.statistics()
+        assert (stats.submitted, stats.cancelled) == (2, 2)
+        assert tasks.stopped == ["a"]
+
+    @pytest.mark.parametrize(
+        ("value", "error", "message"),
+        [
+            (0, ValueError, "buffersize must be None or > 0, got 0"),
+            (-3, ValueError, "buffersize must be None or > 0, got -3"),
+            (1.5, TypeError, "buffersize must be an int or None, got 1.5"),
+            (True, TypeError, "buffersize must be an int or None, got True"),
+        ],
+    )
+    def test_bad_buffersize_is_named(
+        self, value: Any, error: type[Exception], message: str
+    ) -> None:
+        with CancellableThreadPoolExecutor(max_workers=1) as ex:
+            with pytest.raises(error, match=message):
+                ex.map(pow, [1], [1], buffersize=value)
+            assert ex.statistics().submitted == 0
+
+    def test_an_unreferenced_executor_is_not_kept_alive_by_its_iterator(self) -> None:
+        ex = CancellableThreadPoolExecutor(max_workers=1)
+        results = ex.map(abs, itertools.count(), buffersize=1)
+        assert next(results) == 0
+        ref = weakref.ref(ex)
+        ex.shutdown(wait=True)
+        del ex
+        gc.collect()
+        assert ref() is None
+        # With the executor gone, no more calls are submitted; the buffered one finishes.
+        assert list(results) == [1]

@@ -25,8 +25,14 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from cancelpool import CancellableFuture, CancellableThreadPoolExecutor, TaskState
-from cancelpool._future import ABANDON, COMPLETE, DROP, INTERRUPT, TAKE
+from cancelpool import (
+    CancellableFuture,
+    CancellableThreadPoolExecutor,
+    CancelSource,
+    DeadlineExceeded,
+    TaskState,
+)
+from cancelpool._future import ABANDON, COMPLETE, DROP, EXPIRE, INTERRUPT, TAKE
 from cancelpool._stats import SharedCounts, WorkerCounts
 
 from .conftest import STRESS_SCALE, WAIT
@@ -215,6 +221,7 @@ class FutureStateMachine(RuleBasedStateMachine):
         self.taken = False
         self.expected = TaskState.PENDING
         self.interrupts = 0
+        self.expired = False  # its deadline passed: the future failed, not cancelled
 
     def _on_done(self, _: Any) -> None:
         self.callbacks += 1
@@ -235,7 +242,7 @@ class FutureStateMachine(RuleBasedStateMachine):
     def cancel(self, reason: str) -> None:
         answer = self.future.cancel(reason=reason)
         before = self.expected
-        assert answer == (before is not TaskState.FINISHED)
+        assert answer == (before is not TaskState.FINISHED and not self.expired)
         if before is TaskState.PENDING:
             self.expected = TaskState.CANCELLED
         elif before is TaskState.RUNNING:
@@ -272,6 +279,19 @@ class FutureStateMachine(RuleBasedStateMachine):
         if done:
             self.expected = TaskState.ABANDONED
 
+    @rule()
+    def expire(self) -> None:
+        applied = self.future._transition(EXPIRE, "deadline", None, DeadlineExceeded(1.0))
+        before = self.expected
+        assert applied == (before in (TaskState.PENDING, TaskState.RUNNING))
+        if applied:
+            self.expired = True
+            self.expected = (
+                TaskState.CANCELLED if before is TaskState.PENDING else TaskState.STOPPING
+            )
+            assert isinstance(self.future.exception(0), DeadlineExceeded)
+            assert self.future.token.reason == "deadline"
+
     @rule(broken=st.booleans())
     def drop(self, broken: bool) -> None:
         if self.taken:
@@ -294,28 +314,34 @@ class FutureStateMachine(RuleBasedStateMachine):
         assert f.done() == (state not in (TaskState.PENDING, TaskState.RUNNING))
         assert f.cancelled() == (
             state not in (TaskState.PENDING, TaskState.RUNNING, TaskState.FINISHED)
+            and not self.expired
         )
-        assert f.token.cancelled == f.cancelled()
+        assert f.token.cancelled == (f.cancelled() or self.expired)
         code_stopped = state in (TaskState.FINISHED, TaskState.CANCELLED, TaskState.STOPPED)
         assert f.wait_stopped(0) == code_stopped
         assert self.callbacks == (1 if f.done() else 0)
         # The executor's statistics() arithmetic, for this one task.
         c, t = self.counts, self.tally
+        expired = c.expired_pending + c.expired_running
         derived = {
-            TaskState.PENDING: 1 - t.started - c.cancelled_pending - c.broken,
-            TaskState.RUNNING: t.started - t.completed - t.failed - c.cancelled_running,
-            TaskState.FINISHED: t.completed + t.failed + c.broken,
-            TaskState.CANCELLED: c.cancelled_pending,
+            "pending": 1 - t.started - c.cancelled_pending - c.expired_pending - c.broken,
+            "running": t.started - t.completed - t.failed - c.cancelled_running - c.expired_running,
+            "finished": t.completed + t.failed + c.broken,
+            "cancelled": c.cancelled_pending,
             # The ladder's states are sub-states of stopping for the counts.
-            TaskState.STOPPING: c.cancelled_running - t.stopped,
-            TaskState.STOPPED: t.stopped,
+            "stopping": c.cancelled_running + c.expired_running - t.stopped,
+            "stopped": t.stopped,
+            "timed_out": expired,
         }
         stopping = (TaskState.STOPPING, TaskState.INTERRUPTED, TaskState.ABANDONED)
-        expected = {s: int(s is state) for s in derived}
+        expected = {s: int(s == state.value) for s in derived}
         if state in stopping:
-            expected[TaskState.STOPPING] = 1
+            expected["stopping"] = 1
+        if self.expired:
+            expected["timed_out"] = 1
+            expected["cancelled"] = 0  # never ran, but failed by its deadline
         assert derived == expected
-        if state is TaskState.CANCELLED and self.taken:
+        if state is TaskState.CANCELLED and self.taken and not self.expired:
             assert f._state == "CANCELLED_AND_NOTIFIED"
 
 
@@ -323,3 +349,102 @@ FutureStateMachine.TestCase.settings = settings(
     max_examples=int(200 * STRESS_SCALE), stateful_step_count=12, deadline=None
 )
 TestFutureStateMachine = pytest.mark.stress(FutureStateMachine.TestCase)
+
+
+@pytest.mark.stress
+def test_deadline_races_completion() -> None:
+    """The timer's expiry and the task's end, racing: exactly one of them wins."""
+    sys.setswitchinterval(1e-6)
+    counter = CallbackCounter()
+    rng = random.Random(4321)
+    ex = CancellableThreadPoolExecutor(max_workers=4)
+    view = ex.with_options(timeout=3600.0)  # armed, but we fire the expiry ourselves
+    deadline = time.monotonic() + TIME_CAP
+    outcomes = {"result": 0, "deadline": 0}
+    done_trials = 0
+    for i in range(trials(20000)):
+        future = view.submit(pow, i, 2)
+        future.add_done_callback(counter)
+        for _ in range(rng.randrange(40)):  # a random head start for the worker
+            pass
+        future._expire()  # what the timer thread does when the deadline passes
+        assert future.wait_stopped(WAIT)
+        exc = future.exception(0)
+        if exc is None:
+            outcomes["result"] += 1
+            assert future.result(0) == i * i and not future.token.cancelled
+            assert future.task_state is TaskState.FINISHED
+        else:
+            outcomes["deadline"] += 1
+            assert isinstance(exc, DeadlineExceeded) and future.token.reason == "deadline"
+            assert future.task_state in (TaskState.STOPPED, TaskState.CANCELLED)
+            assert future._result is None
+        assert not future.cancelled()
+        done_trials += 1
+        if time.monotonic() > deadline:
+            break
+    assert ex.shutdown(timeout=WAIT) == ()
+    assert set(counter.calls.values()) == {1} and len(counter.calls) == done_trials
+    stats = ex.statistics()
+    assert stats.completed + stats.timed_out == stats.submitted == done_trials
+    assert stats.cancelled == stats.pending == stats.running == stats.stopping == 0
+    assert outcomes["result"] > 0 and outcomes["deadline"] > 0, outcomes
+
+
+@pytest.mark.stress
+def test_group_cancel_races_submitters_and_completions() -> None:
+    """A group cancelled while tasks are submitted to it and finish: none escapes it."""
+    sys.setswitchinterval(1e-6)
+    rng = random.Random(77)
+    deadline = time.monotonic() + TIME_CAP
+    cancelled_some = finished_some = 0
+    for _ in range(trials(200)):
+        ex = CancellableThreadPoolExecutor(max_workers=3)
+        group = CancelSource()
+        view = ex.with_options(token=group.token)
+        submitted: list[CancellableFuture[Any]] = []
+        after: list[CancellableFuture[Any]] = []
+        go = threading.Barrier(2, timeout=WAIT)
+        cancel_returned = threading.Event()
+
+        def submitter(
+            view: Any = view,
+            go: threading.Barrier = go,
+            submitted: list[CancellableFuture[Any]] = submitted,
+            after: list[CancellableFuture[Any]] = after,
+            cancel_returned: threading.Event = cancel_returned,
+        ) -> None:
+            go.wait()
+            for k in range(150):
+                late = cancel_returned.is_set()
+                f = view.submit(pow, k, 2)
+                submitted.append(f)
+                if late:
+                    after.append(f)
+
+        thread = threading.Thread(target=submitter)
+        thread.start()
+        go.wait()
+        target = rng.randrange(150)
+        while len(submitted) < target and thread.is_alive():
+            time.sleep(0)
+        group.cancel("group")
+        cancel_returned.set()
+        thread.join(WAIT)
+        for f in submitted:
+            assert f.wait_stopped(WAIT), f
+            if f.cancelled():
+                assert f.token.reason == "group"
+                cancelled_some += 1
+            else:
+                assert f.result(0) is not None and not f.token.cancelled
+                finished_some += 1
+        # Submitted once the cancel had returned: cancelled before any worker took it.
+        assert all(f.task_state is TaskState.CANCELLED for f in after)
+        assert not group.token._callbacks  # every link dropped, none leaked
+        assert ex.shutdown(timeout=WAIT) == ()
+        stats = ex.statistics()
+        assert stats.completed + stats.cancelled == stats.submitted == len(submitted)
+        if time.monotonic() > deadline:
+            break
+    assert cancelled_some > 0 and finished_some > 0

@@ -16,7 +16,8 @@ def test_fresh_executor() -> None:
     ex = CancellableThreadPoolExecutor(max_workers=3)
     assert ex.statistics() == ExecutorStatistics(
         max_workers=3, workers=0, submitted=0, pending=0, running=0,
-        completed=0, failed=0, cancelled=0, stopping=0, interrupts=0, abandoned_workers=0,
+        completed=0, failed=0, cancelled=0, timed_out=0, stopping=0, interrupts=0,
+        abandoned_workers=0,
     )  # fmt: skip
     ex.shutdown()
 

@@ -145,9 +145,9 @@ class TestRegister:
         assert wakeup is not None
         assert calls == []  # nothing runs until the owner fires, outside its locks
         wakeup.fire()
-        assert calls == ["a", "b"]
+        assert calls == ["b", "a"]  # the last registered first
         assert token._cancel("again") is None
-        assert calls == ["a", "b"]
+        assert calls == ["b", "a"]  # the last registered first
 
     def test_register_on_cancelled_token_runs_at_once(self) -> None:
         token = cancelled_token()

@@ -21,6 +21,7 @@ it, or registers a callback on it::
 from ._current import checkpoint, current_token, current_token_or_none
 from ._exceptions import (
     CancelPoolWarning,
+    DeadlineExceeded,
     ForceUnavailableWarning,
     InterruptSwallowedWarning,
     StillRunningWarning,
@@ -31,7 +32,9 @@ from ._exceptions import (
 from ._executor import CancellableThreadPoolExecutor
 from ._future import CancellableFuture, TaskState
 from ._inject import AVAILABLE as FORCE_AVAILABLE
+from ._options import ExecutorView, TaskOptions
 from ._shield import shield
+from ._source import CancelSource
 from ._stats import ExecutorStatistics
 from ._token import CallbackHandle, CancelToken
 from ._version import __version__
@@ -40,15 +43,19 @@ __all__ = (
     "FORCE_AVAILABLE",
     "CallbackHandle",
     "CancelPoolWarning",
+    "CancelSource",
     "CancelToken",
     "CancellableFuture",
     "CancellableThreadPoolExecutor",
+    "DeadlineExceeded",
     "ExecutorStatistics",
+    "ExecutorView",
     "ForceUnavailableWarning",
     "InterruptSwallowedWarning",
     "StillRunningWarning",
     "TaskCancelled",
     "TaskInterrupted",
+    "TaskOptions",
     "TaskState",
     "WorkerAbandonedWarning",
     "__version__",

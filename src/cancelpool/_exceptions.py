@@ -9,6 +9,8 @@ The tree, with the builtin each one behaves like::
 
     Exception
      ├── RuntimeError                current_token() outside a task, submit() after shutdown
+     ├── concurrent.futures.TimeoutError
+     │    └── DeadlineExceeded       on the future of a task whose deadline passed
      └── Warning
           └── RuntimeWarning
                └── CancelPoolWarning            base: filter them all with this
@@ -32,8 +34,11 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from ._compat import FuturesTimeoutError
+
 __all__ = (
     "CancelPoolWarning",
+    "DeadlineExceeded",
     "ForceUnavailableWarning",
     "InterruptSwallowedWarning",
     "StillRunningWarning",
@@ -106,6 +111,37 @@ class TaskInterrupted(TaskCancelled):
 
     def __reduce__(self) -> tuple[type[TaskInterrupted], tuple[str]]:
         return (type(self), (self.reason,))
+
+
+class DeadlineExceeded(FuturesTimeoutError):  # noqa: N818 - says what happened, as TaskCancelled
+    """The exception on the future of a task whose deadline passed.
+
+    ``future.result()`` raises it and ``future.exception()`` returns it. It is a
+    ``concurrent.futures.TimeoutError`` (on 3.11+ that is the builtin ``TimeoutError``),
+    so code that catches timeouts catches it, and not a ``CancelledError``: a caller can
+    tell "it took too long" from "someone cancelled it". Inside the task, the deadline
+    shows as a cancel of its token with reason ``"deadline"`` (``TaskCancelled``).
+
+    Attributes:
+        timeout: The task's time limit, in seconds.
+        counted_from: ``"start"`` (the limit counted from when a worker started the task)
+            or ``"submit"`` (from when it was submitted).
+    """
+
+    timeout: float
+    counted_from: str
+
+    def __init__(self, timeout: float, counted_from: str = "start") -> None:
+        since = "it started" if counted_from == "start" else "it was submitted"
+        super().__init__(
+            f"the task's deadline passed: it did not finish within {timeout:g} s of when "
+            f"{since}; its token was cancelled with reason 'deadline'"
+        )
+        self.timeout = timeout
+        self.counted_from = counted_from
+
+    def __reduce__(self) -> tuple[type[DeadlineExceeded], tuple[float, str]]:
+        return (type(self), (self.timeout, self.counted_from))
 
 
 class CancelPoolWarning(RuntimeWarning):

@@ -34,19 +34,23 @@ import queue
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar, Union
 
 from . import _worker
 from ._compat import BrokenThreadPool
+from ._current import _slot
 from ._escalate import Policy
 from ._future import (
     DROP,
     CancellableFuture,
 )
+from ._options import ExecutorView, TaskOptions
 from ._stats import ExecutorStatistics, SharedCounts
 from ._timer import get_scheduler
+from ._token import CancelToken
 from ._validate import DEFAULT, _Default, check_bool, check_callable, check_timeout
 from ._worker import WorkerThread, WorkItem
 
@@ -84,6 +88,12 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     * When a ``map()`` result iterator raises or is closed early, it cancels the
       remaining futures, running ones included.
     * ``statistics()`` returns a snapshot of the tasks by state.
+    * Per-task options (a deadline, escalation, a group token) are set on a view,
+      ``with_options(...)``, so ``submit()``'s signature stays the stdlib's.
+    * A task submitted from inside another task of a cancelpool executor is cancelled
+      when that task is (``inherit_token=False`` or ``with_options(inherit=False)`` to
+      opt out).
+    * ``map()`` takes ``buffersize=`` (3.14's bounded prefetch) on every version.
     * Constructor arguments of the wrong type raise ``TypeError`` naming the argument.
     * Worker threads are daemon threads that the executor's own exit hook joins, as the
       stdlib's hook joins its workers: queued work still completes at interpreter exit,
@@ -106,6 +116,10 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         exit_timeout: The most seconds interpreter exit waits for this executor's
             unfinished tasks before cancelling them (reason ``"exit"``) and abandoning
             their workers; None waits as long as they take, like the stdlib.
+        task_timeout: Every task's deadline, in seconds from when it starts; None: no
+            deadline. See :meth:`with_options` for what a deadline does.
+        inherit_token: Whether a task submitted from inside another cancelpool task (to
+            any ``CancellableThreadPoolExecutor``) is cancelled when that task is.
 
     Raises:
         TypeError: an argument has the wrong type.
@@ -129,6 +143,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         grace: float = 1.0,
         abandon_after: float = 5.0,
         exit_timeout: Optional[float] = 5.0,
+        task_timeout: Optional[float] = None,
+        inherit_token: bool = True,
     ) -> None:
         if max_workers is not None:
             if isinstance(max_workers, bool) or not isinstance(max_workers, int):
@@ -146,6 +162,12 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         abandon_s = check_timeout("abandon_after", abandon_after, allow_none=False)
         exit_s = check_timeout("exit_timeout", exit_timeout)
         assert grace_s is not None and abandon_s is not None
+        check_timeout("task_timeout", task_timeout)
+        check_bool("inherit_token", inherit_token)
+        #: What plain submit() and map() use; with_options() views override it.
+        self._options = TaskOptions().merged(
+            task_timeout, DEFAULT, DEFAULT, DEFAULT, DEFAULT, inherit_token
+        )
         super().__init__(max_workers, thread_name_prefix, initializer, initargs)
         self._counts = SharedCounts()
         self._policy = Policy(
@@ -173,6 +195,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         """Schedule ``fn(*args, **kwargs)`` and return a :class:`CancellableFuture`.
 
         Inside the call, :func:`cancelpool.current_token` returns the task's stop token.
+        Called from inside another cancelpool task, the new task is cancelled when that
+        task is (unless ``inherit_token=False``). The executor's ``task_timeout``
+        applies; other per-task options go through :meth:`with_options`.
 
         Returns:
             The future of the call.
@@ -182,7 +207,20 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             RuntimeError: the executor was shut down, or the interpreter is exiting.
             concurrent.futures.thread.BrokenThreadPool: a worker's initializer failed.
         """
+        return self._submit(fn, args, kwargs, self._options)
+
+    def _submit(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
+    ) -> CancellableFuture[T]:
+        """``submit()`` with *options* (the executor's own, or a view's)."""
         check_callable("fn", fn)
+        future: CancellableFuture[T] = CancellableFuture._for_task(self._counts, self._policy)
+        if options.per_task:
+            future._options = options
         with self._shutdown_lock, _worker.global_shutdown_lock:
             if self._broken:
                 raise BrokenThreadPool(self._broken)
@@ -190,11 +228,75 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _worker.is_global_shutdown():
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-            future: CancellableFuture[T] = CancellableFuture._for_task(self._counts, self._policy)
+            if options.timeout is not None and options.timeout_from == "submit":
+                scheduler = self._policy.scheduler
+                future._arm_deadline(options, scheduler, scheduler.clock())
+            # Follow the group's token and the submitting task's before the task is
+            # queued, so that a token already cancelled cancels it before any worker
+            # can start it. Safe under our locks: the only code that can run here is
+            # the cancel of this new future, which has no callbacks yet; a cancel from
+            # another thread runs the link in that thread.
+            parent = _slot.future if options.inherit else None
+            if parent is not None:
+                future._follow(
+                    (parent.token,) if options.token is None else (options.token, parent.token)
+                )
+            elif options.token is not None:
+                future._follow((options.token,))
             self._work_queue.put(WorkItem(future, fn, args, kwargs))
             self._counts.submitted += 1  # we hold _shutdown_lock, its writers' lock
             self._adjust_thread_count()
-            return future
+        return future
+
+    def with_options(
+        self,
+        *,
+        timeout: Union[float, _Default, None] = DEFAULT,
+        timeout_from: Union[str, _Default] = DEFAULT,
+        force: Union[bool, _Default] = DEFAULT,
+        grace: Union[float, _Default] = DEFAULT,
+        token: Union[CancelToken, _Default, None] = DEFAULT,
+        inherit: Union[bool, _Default] = DEFAULT,
+    ) -> ExecutorView:
+        """A view of this executor whose ``submit()`` and ``map()`` apply these options.
+
+        Each argument left out keeps the executor's setting::
+
+            quick = executor.with_options(timeout=2.0, force=True, grace=0.5)
+            future = quick.submit(fetch, url)     # fetch(url), with a 2 s deadline
+
+        **Deadlines.** When a task's *timeout* passes, its token is cancelled with reason
+        ``"deadline"``, its cancel escalates as *force* and *grace* say, and its future
+        fails at once with :class:`cancelpool.DeadlineExceeded`, a
+        ``concurrent.futures.TimeoutError`` (not ``CancelledError``: ``cancelled()`` is
+        False). The deadline counts from when a worker starts the task, so time spent
+        queued behind other tasks does not count; with ``timeout_from="submit"`` it
+        counts from ``submit()``, and a task still queued when it passes never runs.
+        Every deadline is a timer on cancelpool's one timer thread, cancelled when the
+        task ends.
+
+        Args:
+            timeout: Seconds each task may take, ``>= 0``; None: no deadline (also
+                turning off the executor's ``task_timeout``).
+            timeout_from: ``"start"`` (default) or ``"submit"``.
+            force: Whether a cancel of the task (``future.cancel()``, its deadline, its
+                group) escalates to an interrupt; ``future.cancel(force=...)`` still
+                overrides it per call.
+            grace: Seconds the task has to stop on its own before escalating.
+            token: A token whose cancel cancels the task (``CancelSource().token``): one
+                ``cancel()`` for a whole group. None: no group.
+            inherit: Whether a task submitted from inside another cancelpool task is
+                cancelled when that task is.
+
+        Returns:
+            An :class:`ExecutorView`; cheap, make one wherever convenient.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            ValueError: *timeout* or *grace* negative or NaN, *timeout_from* unknown.
+        """
+        merged = self._options.merged(timeout, timeout_from, force, grace, token, inherit)
+        return ExecutorView(self, merged)
 
     def map(
         self,
@@ -202,32 +304,59 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         *iterables: Iterable[Any],
         timeout: Optional[float] = None,
         chunksize: int = 1,
+        buffersize: Optional[int] = None,
     ) -> Iterator[T]:
         """Return an iterator equivalent to ``map(fn, *iterables)``, calls run in the pool.
 
-        As the stdlib: every call is submitted before this returns, results come in input
-        order, *timeout* bounds the whole iteration, *chunksize* is ignored. In addition,
-        when the iterator raises (a call's exception, ``TimeoutError``) or is closed or
-        dropped before the end, every future it has not yielded yet is cancelled with
-        reason ``"map"``, running ones included.
+        As the stdlib: results come in input order, *timeout* bounds the whole
+        iteration, *chunksize* is ignored. Without *buffersize* every call is submitted
+        before this returns; with it (as 3.14's ``map``, on every version), only the
+        first *buffersize* calls are, and each result taken submits the next call, so an
+        endless or huge iterable is consumed as the results are. In addition, when the
+        iterator raises (a call's exception, ``TimeoutError``) or is closed or dropped
+        before the end, every future it has not yielded yet is cancelled with reason
+        ``"map"``, running ones included.
 
         Raises:
-            TypeError: *fn* is not callable, or *timeout* not a number.
-            ValueError: *timeout* is negative or NaN.
+            TypeError: *fn* is not callable, *timeout* not a number, or *buffersize* not
+                an int or None.
+            ValueError: *timeout* is negative or NaN, or *buffersize* less than 1.
         """
+        return self._map(self._options, fn, iterables, timeout, buffersize)
+
+    def _map(
+        self,
+        options: TaskOptions,
+        fn: Callable[..., T],
+        iterables: tuple[Iterable[Any], ...],
+        timeout: Optional[float],
+        buffersize: Optional[int],
+    ) -> Iterator[T]:
+        """``map()`` with *options* (the executor's own, or a view's)."""
         check_callable("fn", fn)
         seconds = check_timeout("timeout", timeout)
+        if buffersize is not None:
+            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
+                raise TypeError(f"buffersize must be an int or None, got {buffersize!r}")
+            if buffersize < 1:
+                raise ValueError(f"buffersize must be None or > 0, got {buffersize!r}")
         end_time = None if seconds is None else seconds + time.monotonic()
+        arguments = zip(*iterables)
+        refill: Optional[_Refill[T]] = None
+        first: Iterable[tuple[Any, ...]] = arguments
+        if buffersize is not None:
+            first = itertools.islice(arguments, buffersize)
+            refill = _Refill(self, options, fn, arguments)
         futures: list[CancellableFuture[T]] = []
         try:
-            for args in zip(*iterables):
-                # A loop, not extend(): the except below needs what was submitted.
-                futures.append(self.submit(fn, *args))  # noqa: PERF401
+            for args in first:
+                # A loop, not a comprehension: the except below needs what was submitted.
+                futures.append(self._submit(fn, args, {}, options))  # noqa: PERF401
         except BaseException:
-            for future in futures:
+            for future in reversed(futures):
                 future.cancel(reason="map")
             raise
-        return _MapIterator(futures, end_time)
+        return _MapIterator(futures, end_time, refill)
 
     def _adjust_thread_count(self) -> None:
         # The stdlib's policy: reuse an idle worker if there is one, else start one
@@ -251,6 +380,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             self._work_queue,
             self._initializer,
             self._initargs,
+            self._policy.scheduler,
         )
         worker.start()
         self._threads.add(worker)
@@ -429,6 +559,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         with counts.lock:
             cancelled_running = counts.cancelled_running
             cancelled_pending = counts.cancelled_pending
+            expired_running = counts.expired_running
+            expired_pending = counts.expired_pending
             broken = counts.broken
             interrupts = counts.interrupts
             abandoned = counts.abandoned
@@ -438,12 +570,13 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             max_workers=self._max_workers,
             workers=sum(1 for worker in list(self._threads) if worker.is_alive()),
             submitted=submitted,
-            pending=max(0, submitted - started - cancelled_pending - broken),
-            running=max(0, started - completed - failed - cancelled_running),
+            pending=max(0, submitted - started - cancelled_pending - expired_pending - broken),
+            running=max(0, started - completed - failed - cancelled_running - expired_running),
             completed=completed,
             failed=failed + broken,
             cancelled=cancelled_pending + cancelled_running,
-            stopping=max(0, cancelled_running - stopped),
+            timed_out=expired_pending + expired_running,
+            stopping=max(0, cancelled_running + expired_running - stopped),
             interrupts=interrupts,
             abandoned_workers=abandoned,
         )
@@ -473,9 +606,14 @@ class _MapIterator(Iterator[T]):
 
     __slots__ = ("_futures", "_results")
 
-    def __init__(self, futures: list[CancellableFuture[T]], end_time: Optional[float]) -> None:
-        self._futures = futures
-        self._results = _map_results(futures, end_time)
+    def __init__(
+        self,
+        futures: list[CancellableFuture[T]],
+        end_time: Optional[float],
+        refill: Optional[_Refill[T]],
+    ) -> None:
+        self._futures: deque[CancellableFuture[T]] = deque(futures)
+        self._results = _map_results(self._futures, end_time, refill)
 
     def __next__(self) -> T:
         return next(self._results)
@@ -492,15 +630,55 @@ class _MapIterator(Iterator[T]):
         self._futures.clear()
 
 
+class _Refill(Generic[T]):
+    """``map(buffersize=...)``'s supply of further calls: submits the next one on demand.
+
+    It refers to the executor weakly, as 3.14's ``map`` does, so that an unfinished
+    iterator does not keep an otherwise unreferenced executor alive.
+    """
+
+    __slots__ = ("_arguments", "_executor_ref", "_fn", "_options")
+
+    def __init__(
+        self,
+        executor: CancellableThreadPoolExecutor,
+        options: TaskOptions,
+        fn: Callable[..., T],
+        arguments: Iterator[tuple[Any, ...]],
+    ) -> None:
+        self._executor_ref = weakref.ref(executor)
+        self._options = options
+        self._fn = fn
+        self._arguments = arguments
+
+    def next_future(self) -> Optional[CancellableFuture[T]]:
+        """Submit the next call; None when the arguments or the executor are gone."""
+        executor = self._executor_ref()
+        if executor is None:
+            return None
+        args = next(self._arguments, None)
+        if args is None:
+            return None
+        return executor._submit(self._fn, args, {}, self._options)
+
+
 def _map_results(
-    futures: list[CancellableFuture[T]], end_time: Optional[float]
+    futures: deque[CancellableFuture[T]],
+    end_time: Optional[float],
+    refill: Optional[_Refill[T]],
 ) -> Generator[T, None, None]:
     """Yield the results of *futures* in order; cancel the rest if stopped early."""
-    # A generator of its own, so that map() submits everything before the caller
+    # A generator of its own, so that map() submits its first calls before the caller
     # asks for the first result.
     try:
-        futures.reverse()  # pop() from the end keeps input order
+        futures.reverse()  # pop() from the right keeps input order; newest on the left
         while futures:
+            if refill is not None:
+                # As 3.14: submit the next call before waiting for the oldest, so that
+                # buffersize calls stay queued or running while we wait.
+                future = refill.next_future()
+                if future is not None:
+                    futures.appendleft(future)
             timeout = None if end_time is None else end_time - time.monotonic()
             yield _result_or_cancel(futures.pop(), timeout)
     finally:

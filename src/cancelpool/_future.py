@@ -19,8 +19,13 @@ for speed); ``CancellableFuture._transition`` is the one function that moves a t
 between them, on the events ``TAKE``, ``CANCEL``, ``COMPLETE``, ``DROP``, and, for
 forced cancellation, ``INTERRUPT`` (send ``TaskInterrupted`` into the task's thread, see
 ``cancelpool._inject``) and ``ABANDON`` (the worker is detached; see
-``cancelpool._escalate``). The base
-``Future`` keeps its own ``_state`` string
+``cancelpool._escalate``), and ``EXPIRE`` (the task's deadline passed).
+
+A deadline is a cancel whose future *fails* instead of being cancelled: ``EXPIRE`` moves
+RUNNING to STOPPING (and, with ``timeout_from="submit"``, PENDING to CANCELLED) like
+``CANCEL``, with token reason ``"deadline"``, but sets ``DeadlineExceeded`` as the
+future's exception, so its ``_state`` is ``FINISHED``. The rest of the ladder is the
+same. The base ``Future`` keeps its own ``_state`` string
 (``PENDING``, ``RUNNING``, ``CANCELLED``, ``CANCELLED_AND_NOTIFIED``, ``FINISHED``)
 because every inherited method, ``wait()`` and ``as_completed()`` read it; each
 transition updates both, so they can never disagree. The mapping is fixed:
@@ -38,6 +43,8 @@ STOPPED        CANCELLED_AND_NOTIFIED
 FINISHED       FINISHED
 =============  ==========================
 
+(after ``EXPIRE``, every state but PENDING/RUNNING maps to ``FINISHED``.)
+
 Locking protocol
 ----------------
 A task has exactly one lock: its future's ``_condition`` (an ``RLock`` underneath),
@@ -54,6 +61,12 @@ completion both transition under the same lock, exactly one of them wins: either
 result is set and ``cancel()`` returns False, or the future is cancelled and the result
 is dropped; never both, and done-callbacks run exactly once.
 
+A task that follows other tokens (a group's ``CancelSource``, the task that submitted it)
+holds their callback handles in ``_links``, set under the lock by ``_follow`` and
+taken out under the lock by the first transition out of PENDING/RUNNING, which
+unregisters them after releasing it; so a link is dropped exactly once, and a token's
+callback (``cancel()``) never runs under the future's lock.
+
 ``wait_stopped()`` waits on the same condition; every transition into a state whose code
 has stopped (``FINISHED``, ``STOPPED``, ``CANCELLED``) notifies it.
 """
@@ -61,21 +74,25 @@ has stopped (``FINISHED``, ``STOPPED``, ``CANCELLED``) notifies it.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import threading
 from concurrent.futures import Future
 from types import CodeType
-from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
-from . import _exceptions, _inject
+from . import _asyncio, _exceptions, _inject
 from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from ._current import _slot
-from ._token import CancelToken, _Wakeup
+from ._exceptions import DeadlineExceeded
+from ._token import CallbackHandle, CancelToken, _Wakeup
 from ._validate import DEFAULT, _Default, check_bool, check_reason, check_timeout
 
 if TYPE_CHECKING:
     from ._escalate import Ladder, Policy
+    from ._options import TaskOptions
     from ._stats import SharedCounts, WorkerCounts
+    from ._timer import Scheduler, TimerHandle
 
 __all__ = ("CancellableFuture", "TaskState")
 
@@ -137,6 +154,7 @@ COMPLETE = 2  # the task's code returned or raised
 DROP = 3  # the task is taken off the queue and will never run
 INTERRUPT = 4  # forced: send TaskInterrupted into the task's thread (if safe now)
 ABANDON = 5  # forced: the task's worker is detached from the pool
+EXPIRE = 6  # the task's deadline passed
 
 
 class CancellableFuture(Future[T]):
@@ -163,6 +181,9 @@ class CancellableFuture(Future[T]):
     # alone, and an instance stores only what differs (measured: an __init__ override
     # costs 0.5 us a task; __slots__ beside the base's __dict__ costs 300 bytes on 3.13).
 
+    # The base class's callbacks list (see _compat), declared for the type checker.
+    _done_callbacks: list[Callable[[Future[Any]], object]]
+
     #: The task's state code; None: not bound to a task (made by user code).
     _task: Optional[int] = None
     #: Made on first use (the token property, or a cancel), under the lock.
@@ -184,6 +205,15 @@ class CancellableFuture(Future[T]):
     _refusal: Optional[str] = None
     #: The escalation of this task once cancelled while running (``cancelpool._escalate``).
     _ladder: Optional[Ladder] = None
+    #: Per-task options (deadline, escalation) from ``with_options()``/``task_timeout``.
+    _options: Optional[TaskOptions] = None
+    #: The scheduled expiry of the task's deadline, cancelled when the task ends.
+    _deadline: Optional[TimerHandle] = None
+    #: Registrations on the tokens this task follows (a group's, its parent task's);
+    #: dropped when the task leaves PENDING/RUNNING.
+    _links: Optional[tuple[CallbackHandle, ...]] = None
+    #: A task failed by its deadline while queued has since been taken off the queue.
+    _dequeued = False
 
     @classmethod
     def _for_task(cls, counts: SharedCounts, policy: Optional[Policy]) -> CancellableFuture[Any]:
@@ -222,7 +252,7 @@ class CancellableFuture(Future[T]):
     def cancel(
         self,
         *,
-        reason: str = "cancel",
+        reason: Union[str, _Default] = DEFAULT,
         force: Union[bool, _Default] = DEFAULT,
         grace: Union[float, _Default] = DEFAULT,
     ) -> bool:
@@ -231,32 +261,45 @@ class CancellableFuture(Future[T]):
         Args:
             reason: Why, as the task will see it in ``token.reason`` and in the
                 ``TaskCancelled`` it raises. Built-in callers use ``"cancel"``,
-                ``"shutdown"``, ``"map"`` and ``"exit"``.
+                ``"shutdown"``, ``"map"`` and ``"exit"``. Default: ``"cancel"``, or,
+                when an asyncio task awaiting this future (``loop.run_in_executor``,
+                ``asyncio.to_thread``) was cancelled with a message, that message.
             force: Whether to escalate if the running task has not stopped *grace*
                 seconds later: interrupt it (``TaskInterrupted``), and if it still runs
                 ``abandon_after`` seconds after that, abandon its worker. Default: the
-                executor's ``force``. Passing True on a task already stopping
+                task's ``force`` option (``with_options``), else the executor's. Passing
+                True on a task already stopping (cancelled, or past its deadline)
                 escalates it.
             grace: Seconds a running task has to stop on its own before escalation (or,
-                without force, before a ``StillRunningWarning``). Default: the
-                executor's ``grace``.
+                without force, before a ``StillRunningWarning``). Default: the task's
+                ``grace`` option, else the executor's.
 
         Returns:
             True if the future is cancelled now (it was pending, running, or already
-            cancelled); False if it had already finished. The stdlib returns False for a
-            running future; this is the one difference.
+            cancelled); False if it had already finished, or failed with
+            ``DeadlineExceeded``. The stdlib returns False for a running future; this is
+            the one difference.
 
         Raises:
             TypeError: an argument has the wrong type.
             ValueError: *reason* is empty, or *grace* negative or NaN.
         """
-        check_reason(reason)
+        if reason is DEFAULT:
+            reason = (self._done_callbacks and _asyncio.cancel_message(self)) or "cancel"
+        else:
+            check_reason(reason)
         if force is not DEFAULT:
             check_bool("force", force)
         if grace is not DEFAULT:
             check_timeout("grace", grace, allow_none=False)
         if self._task is None:
             return self._cancel_unbound(reason)
+        options = self._options
+        if options is not None:  # the task's own defaults (with_options) come first
+            if force is DEFAULT:
+                force = options.force
+            if grace is DEFAULT:
+                grace = options.grace
         return self._transition(CANCEL, reason, None, None, None, force, grace)
 
     def wait_stopped(self, timeout: Optional[float] = None) -> bool:
@@ -331,7 +374,12 @@ class CancellableFuture(Future[T]):
     def __repr__(self) -> str:
         with self._condition:
             state = self.task_state
-            if state is TaskState.STOPPING:
+            expired = isinstance(self._exception, DeadlineExceeded)
+            if expired and state is not TaskState.FINISHED:
+                text = "deadline passed" + (
+                    "" if state in (TaskState.STOPPED, TaskState.CANCELLED) else ", still stopping"
+                )
+            elif state is TaskState.STOPPING:
                 text = "cancelled, still stopping"
             elif state is TaskState.INTERRUPTED:
                 text = "cancelled, interrupted, still stopping"
@@ -373,24 +421,28 @@ class CancellableFuture(Future[T]):
         force: Union[bool, _Default] = DEFAULT,
         grace: Union[float, _Default] = DEFAULT,
     ) -> bool:
-        """Apply *event* (TAKE, CANCEL, COMPLETE, DROP, INTERRUPT, ABANDON) to the task.
+        """Apply *event* (TAKE, CANCEL, COMPLETE, DROP, INTERRUPT, ABANDON, EXPIRE).
 
         The only place a bound future changes state; see the module docstring. A worker
         passes its *tally* with TAKE and COMPLETE, counted under this future's lock
         (before any callback runs, so a failing callback cannot skew the counts). CANCEL
-        takes the escalation overrides *force* and *grace*; INTERRUPT takes, as
-        *result*, the code object of the worker frame that called the task.
+        and EXPIRE take the escalation overrides *force* and *grace*, EXPIRE its
+        ``DeadlineExceeded`` as *exception*; INTERRUPT takes, as *result*, the code
+        object of the worker frame that called the task.
 
         Returns:
             For TAKE, whether the worker should run the task; for CANCEL, what
             ``cancel()`` returns; for COMPLETE, whether the outcome was kept (False: the
             future was cancelled, the outcome dropped); for DROP, True; for INTERRUPT,
             whether the exception was sent (else ``_refusal`` says why not); for
-            ABANDON, whether the task was still running.
+            ABANDON, whether the task was still running; for EXPIRE, whether the
+            deadline applied (the task had not ended nor been cancelled).
         """
         wakeup: Optional[_Wakeup] = None
+        links: Optional[tuple[CallbackHandle, ...]] = None
         callbacks = False
         escalate = False
+        answer = True
         with self._condition:
             old = self._task
             if event == TAKE:
@@ -404,6 +456,9 @@ class CancellableFuture(Future[T]):
                 if old == CANCELLED_ and self._state == CANCELLED:
                     self._notify_cancelled()
                     return False
+                if old == CANCELLED_ and self._state == FINISHED and not self._dequeued:
+                    self._dequeued = True
+                    return False  # its deadline passed while it was queued
                 raise RuntimeError(f"cannot start {self!r}: it was already taken")
             if event == COMPLETE:
                 if old == RUNNING_:
@@ -439,9 +494,13 @@ class CancellableFuture(Future[T]):
                 else:
                     # Already cancelled, stopping, or finished. cancel(force=True) of a
                     # task already stopping starts (or hardens) its escalation.
+                    done = self._state == FINISHED  # finished, or failed by its deadline
                     escalate = old in CODE_STOPPING and force is True
                     if not escalate or old is None:
-                        return old != FINISHED_
+                        return not done
+                    # Harden the escalation (below); cancel() still reports whether the
+                    # future is cancelled: not if its deadline failed it.
+                    answer = not done
                     new = old
                 if new != old:
                     wakeup = self.token._cancel(reason)
@@ -464,10 +523,26 @@ class CancellableFuture(Future[T]):
                 new = ABANDONED_
                 self._count(new)
                 self._condition.notify_all()
+            elif event == EXPIRE:
+                if old == RUNNING_:
+                    new = STOPPING_
+                    escalate = True
+                elif old == PENDING_:  # timeout_from="submit": it will never run
+                    new = CANCELLED_
+                else:
+                    return False
+                self._set_outcome(None, exception)
+                wakeup = self.token._cancel("deadline")
+                callbacks = True
+                self._condition.notify_all()
+                self._count(new, expired=True)
             else:  # DROP
                 if old == CANCELLED_ and self._state == CANCELLED:
                     self._notify_cancelled()
                     return True
+                if old == CANCELLED_ and self._state == FINISHED and not self._dequeued:
+                    self._dequeued = True
+                    return True  # its deadline passed while it was queued
                 if old != PENDING_:
                     raise RuntimeError(f"cannot drop {self!r}: it was already taken")
                 if exception is not None:
@@ -481,6 +556,12 @@ class CancellableFuture(Future[T]):
                 self._condition.notify_all()
                 self._count(new)
             self._task = new
+            if self._links is not None and new != RUNNING_:
+                # No longer pending or running: it follows no other token (_follow).
+                links, self._links = self._links, None
+        if links is not None:
+            for handle in links:
+                handle.unregister()
         if wakeup is not None:
             wakeup.fire()
         if escalate and self._policy is not None:
@@ -492,7 +573,7 @@ class CancellableFuture(Future[T]):
                 what = f"raised {exception!r}" if exception is not None else f"returned {result!r}"
                 LOGGER.debug("task of %r stopped after its cancel and %s; dropped", self, what)
             return False
-        return True
+        return answer
 
     def _send_interrupt(self, stop_code: CodeType) -> Optional[str]:
         """Under the lock: send TaskInterrupted into the task's thread if it is safe now."""
@@ -507,15 +588,69 @@ class CancellableFuture(Future[T]):
             self._interrupt_wanted = True  # the shield's exit will deliver it
         return why
 
+    def _arm_deadline(self, options: TaskOptions, scheduler: Scheduler, now: float) -> None:
+        """Schedule this task's expiry ``options.timeout`` seconds after *now*.
+
+        Called once per task, before the task can complete: by the worker before it calls
+        the task (deadline from start), or by ``submit()`` before it queues it (from
+        submission).
+        """
+        assert options.timeout is not None
+        self._deadline = scheduler.call_at(now + options.timeout, self._expire)
+
+    def _expire(self) -> None:
+        """The deadline's timer action (on the timer thread)."""
+        options = self._options
+        assert options is not None and options.timeout is not None
+        self._transition(
+            EXPIRE,
+            "deadline",
+            None,
+            DeadlineExceeded(options.timeout, options.timeout_from),
+            None,
+            options.force,
+            options.grace,
+        )
+
+    def _follow(self, tokens: tuple[CancelToken, ...]) -> None:
+        """Cancel this task when any of *tokens* is cancelled, with that token's reason.
+
+        Called by ``submit()`` before the task is queued; a token already cancelled
+        cancels the task at once. The registrations are dropped when the task leaves
+        PENDING/RUNNING (``_transition``), or here if it already has.
+        """
+        handles = tuple(
+            token.register(functools.partial(self._cancel_with_reason_of, token))
+            for token in tokens
+        )
+        with self._condition:
+            if self._task == PENDING_ or self._task == RUNNING_:
+                self._links = handles
+                return
+        for handle in handles:
+            handle.unregister()
+
+    def _cancel_with_reason_of(self, token: CancelToken) -> None:
+        self.cancel(reason=token.reason or "cancel")
+
     def _is_shielded(self) -> bool:
         return self._shield_depth > 0
 
-    def _count(self, new: int) -> None:
-        """Under the lock: count a transition made outside the worker."""
+    def _count(self, new: int, expired: bool = False) -> None:
+        """Under the lock: count a transition made outside the worker.
+
+        *expired*: the transition is a deadline's (to STOPPING, or to CANCELLED while
+        still queued), counted apart from cancels.
+        """
         counts = self._counts
         if counts is not None:
             with counts.lock:
-                if new == CANCELLED_:
+                if expired:
+                    if new == STOPPING_:
+                        counts.expired_running += 1
+                    else:
+                        counts.expired_pending += 1
+                elif new == CANCELLED_:
                     counts.cancelled_pending += 1
                 elif new == STOPPING_:
                     counts.cancelled_running += 1

@@ -13,8 +13,8 @@ class ExecutorStatistics:
     """A snapshot of an executor's tasks by state.
 
     Every task submitted is in exactly one of ``pending``, ``running``, ``completed``,
-    ``failed`` and ``cancelled``, so those five add up to ``submitted`` whenever no task
-    is changing state. While tasks are changing state, a task may be counted in the
+    ``failed``, ``cancelled`` and ``timed_out``, so those six add up to ``submitted``
+    whenever no task is changing state. While tasks are changing state, a task may be counted in the
     state it is leaving instead of the one it is entering (counting costs no lock on a
     task's path); no count is ever negative. ``stopping`` counts the cancelled tasks
     whose code is still running (their futures are already done; their workers are
@@ -30,8 +30,11 @@ class ExecutorStatistics:
         failed: Tasks that raised, with the exception on their future (includes
             tasks failed with ``BrokenThreadPool`` before they started).
         cancelled: Futures cancelled, before their task started or while it ran.
-        stopping: Of ``cancelled``, tasks whose code has not stopped yet (including
-            interrupted ones, and ones whose worker was abandoned).
+        timed_out: Tasks whose deadline passed (their futures failed with
+            ``DeadlineExceeded``), while running or, with ``timeout_from="submit"``,
+            still queued.
+        stopping: Of ``cancelled`` and ``timed_out``, tasks whose code has not stopped
+            yet (including interrupted ones, and ones whose worker was abandoned).
         interrupts: ``TaskInterrupted`` exceptions sent into tasks by forced cancels.
         abandoned_workers: Workers detached because their cancelled task would not stop.
     """
@@ -44,6 +47,7 @@ class ExecutorStatistics:
     completed: int
     failed: int
     cancelled: int
+    timed_out: int
     stopping: int
     interrupts: int
     abandoned_workers: int
@@ -68,6 +72,8 @@ class SharedCounts:
         "broken",
         "cancelled_pending",
         "cancelled_running",
+        "expired_pending",
+        "expired_running",
         "interrupts",
         "lock",
         "submitted",
@@ -78,6 +84,8 @@ class SharedCounts:
         self.submitted = 0  # written under the executor's _shutdown_lock
         self.cancelled_pending = 0  # PENDING -> CANCELLED
         self.cancelled_running = 0  # RUNNING -> STOPPING
+        self.expired_pending = 0  # PENDING -> CANCELLED, deadline passed (from submit)
+        self.expired_running = 0  # RUNNING -> STOPPING, deadline passed
         self.broken = 0  # PENDING -> FINISHED with BrokenThreadPool, never run
         self.interrupts = 0  # TaskInterrupted sent (STOPPING/INTERRUPTED -> INTERRUPTED)
         self.abandoned = 0  # workers abandoned (-> ABANDONED)

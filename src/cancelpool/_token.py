@@ -139,7 +139,8 @@ class CancelToken:
 
         If the token is already cancelled the callback runs at once, in this thread;
         otherwise it runs in the thread that cancels the token, after that thread has
-        released the future's lock. This is how a task unblocks its own blocking call::
+        released the future's lock; callbacks run the last registered first. This is
+        how a task unblocks its own blocking call::
 
             with current_token().register(sock.close):
                 data = sock.recv(4096)   # returns (or raises OSError) once cancelled
@@ -247,7 +248,10 @@ class _Wakeup:
         if self._event is not None:
             self._event.set()
         if self._callbacks:
-            for handle in self._callbacks:
+            # Last registered first: a group's newest (queued) tasks are cancelled before
+            # its oldest (running) ones, whose workers would otherwise take the queued
+            # ones in between.
+            for handle in reversed(list(self._callbacks)):
                 _run_callback(handle)
 
 
