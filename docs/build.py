@@ -78,8 +78,11 @@ def _doc(obj: Any) -> str:
 
 def _member_lines(cls: type) -> list[str]:
     lines: list[str] = []
+    # A NamedTuple's fields (documented in its Attributes:) are properties on PyPy and
+    # _tuplegetters on CPython: skip them, so that the page is the same everywhere.
+    fields = getattr(cls, "_fields", ())
     for name, member in vars(cls).items():
-        if name.startswith("_"):
+        if name.startswith("_") or name in fields:
             continue
         if isinstance(member, property):
             lines += [f"#### `{cls.__name__}.{name}` (property)", "", _doc(member), ""]
