@@ -36,6 +36,9 @@ def test_demo_runs() -> None:
         assert "state 'abandoned'; the pool took the next task on a new worker: True" in out
         assert "ForceUnavailableWarning: forced cancellation cannot interrupt" in out
         assert "WorkerAbandonedWarning: task _force.<locals>.legacy_loop()" in out
+    assert "failed with DeadlineExceeded after" in out
+    assert "(a TimeoutError: True); task stopped: True, reason 'deadline'" in out
+    assert "all cancelled: True, all stopped: True" in out
     assert re.search(r"shutdown\(cancel_futures=True, timeout=0.5\) returned after", out)
     assert "state=cancelled, worker abandoned reason='shutdown'" in out
     assert "WorkerAbandonedWarning: task" in out

@@ -10,10 +10,12 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, TextIO, Union
 
+from ._compat import FuturesTimeoutError
 from ._current import current_token
 from ._exceptions import WorkerAbandonedWarning
 from ._executor import CancellableThreadPoolExecutor
 from ._inject import AVAILABLE as FORCE_AVAILABLE
+from ._source import CancelSource
 from ._version import __version__
 
 __all__ = ("main",)
@@ -36,7 +38,8 @@ def main(out: TextIO) -> int:
 
     say(f"cancelpool {__version__} demo on {platform.python_implementation()} "
         f"{platform.python_version()}")  # fmt: skip
-    for step in (_cancel_running, _unblock_io, _force, _shutdown_with_timeout):
+    steps = (_cancel_running, _unblock_io, _force, _deadline_and_group, _shutdown_with_timeout)
+    for step in steps:
         say()
         step(say)
     say()
@@ -176,7 +179,7 @@ def _force_unavailable(
 
 
 def _shutdown_with_timeout(say: Callable[[str], None]) -> None:
-    say("4. Shut down within a timeout, around a task stuck in C code")
+    say("5. Shut down within a timeout, around a task stuck in C code")
     started = threading.Event()
 
     def stuck() -> None:
@@ -202,6 +205,34 @@ def _shutdown_with_timeout(say: Callable[[str], None]) -> None:
         f"abandoned workers: {stats.abandoned_workers}")  # fmt: skip
     say("   the abandoned thread is a daemon: this process exits now, without waiting for it")
     del future
+
+
+def _deadline_and_group(say: Callable[[str], None]) -> None:
+    say("4. A deadline per task, and one cancel for a whole group")
+
+    def poll() -> None:
+        current_token().sleep(_BOUND)  # stands for work that checks its token
+
+    with CancellableThreadPoolExecutor(max_workers=4) as ex:
+        t0 = time.perf_counter()
+        future = ex.with_options(timeout=0.05).submit(poll)
+        failure = future.exception(_BOUND)
+        t1 = time.perf_counter()
+        stopped = future.wait_stopped(_BOUND)
+        say(f"   with_options(timeout=0.05): the future failed with "
+            f"{type(failure).__name__} after {_ms(t1 - t0)} (a TimeoutError: "
+            f"{isinstance(failure, FuturesTimeoutError)}); task stopped: {stopped}, reason "
+            f"{future.token.reason!r}")  # fmt: skip
+        group = CancelSource()
+        view = ex.with_options(token=group.token)
+        futures = [view.submit(poll) for _ in range(6)]  # 4 run, 2 wait
+        t0 = time.perf_counter()
+        group.cancel("user closed the window")
+        stopped = all(f.wait_stopped(_BOUND) for f in futures)
+        t1 = time.perf_counter()
+        say(f"   CancelSource().cancel() of a group of 6 (4 running, 2 queued): all "
+            f"cancelled: {all(f.cancelled() for f in futures)}, all stopped: {stopped}, "
+            f"in {_ms(t1 - t0)}")  # fmt: skip
 
 
 def _say_warnings(say: Callable[[str], None], caught: list[warnings.WarningMessage]) -> None:
