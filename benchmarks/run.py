@@ -34,6 +34,7 @@ import bench_force
 import bench_latency
 import bench_memory
 import bench_throughput
+import bench_wait
 from cancelpool import FORCE_AVAILABLE, CancellableThreadPoolExecutor
 
 
@@ -84,6 +85,18 @@ def forced(trials: int) -> list[dict[str, Any]]:
     return rows
 
 
+def waiting(trials: int, n: int, rounds: int) -> dict[str, Any]:
+    """Loopback recv() cancel latency with close_on_cancel; queue_get's hot-path cost."""
+    samples = bench_wait.socket_cancel_latencies(trials)
+    stdlib, ours = bench_wait.queue_get_times(n, rounds)
+    return {
+        "socket": {"task": "recv() in close_on_cancel, loopback TCP", "trials": trials,
+                   **percentiles_us(samples)},
+        "queue_get": {"n": n, "stdlib_us": stdlib * 1e6, "ours_us": ours * 1e6,
+                      "ratio": ours / stdlib},
+    }  # fmt: skip
+
+
 def memory(n: int) -> dict[str, Any]:
     stdlib = bench_memory.measure_in_subprocess("stdlib", n)
     ours = bench_memory.measure_in_subprocess("ours", n)
@@ -120,8 +133,10 @@ def main() -> int:
         print(f"  {row['benchmark']:46} {row['stdlib_us']:8.2f}µs {row['ours_us']:8.2f}µs "
               f"{row['ratio']:7.3f}")  # fmt: skip
     wakeups = bench_deadline.timer_wakeups
-    print(f"  timer thread wake-ups during the deadline runs: {wakeups} "
-          f"({len(deadline_rows) * rounds * n:,} deadlines scheduled and withdrawn)")
+    print(
+        f"  timer thread wake-ups during the deadline runs: {wakeups} "
+        f"({len(deadline_rows) * rounds * n:,} deadlines scheduled and withdrawn)"
+    )
     print()
     print(f"Cooperative cancel latency, cancel() to code stopped, {trials} trials:")
     print(f"  {'task':40} {'p50':>10} {'p99':>10} {'max':>10}")
@@ -129,6 +144,17 @@ def main() -> int:
     for row in lat:
         print(f"  {row['task']:40} {row['p50_us']:8.1f}µs {row['p99_us']:8.1f}µs "
               f"{row['max_us']:8.1f}µs")  # fmt: skip
+    print()
+    wait = waiting(trials, n, rounds)
+    sock = wait["socket"]
+    print(f"  {sock['task']:40} {sock['p50_us']:8.1f}µs {sock['p99_us']:8.1f}µs "
+          f"{sock['max_us']:8.1f}µs")  # fmt: skip
+    print()
+    qg = wait["queue_get"]
+    print(f"queue_get(q) vs q.get() inside a task, items already there, median of {rounds} "
+          f"rounds of {n:,}:")  # fmt: skip
+    print(f"  {'q.get() / queue_get(q)':40} {qg['stdlib_us']:8.2f}µs {qg['ours_us']:8.2f}µs "
+          f"{qg['ratio']:7.3f}")  # fmt: skip
     print()
     force_trials = max(20, trials // 2)
     print(f"Forced cancel latency, cancel(force=True, grace=0) to code stopped, "
@@ -151,7 +177,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(
             {"python": env, "throughput": through, "deadline": deadline_rows,
-             "timer_wakeups": wakeups, "latency": lat, "forced": forced_rows,
+             "timer_wakeups": wakeups, "latency": lat, "waiting": wait, "forced": forced_rows,
              "memory": mem}, indent=2
         ))  # fmt: skip
     return 0

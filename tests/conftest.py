@@ -6,13 +6,14 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import pytest
 
-from cancelpool import CancellableThreadPoolExecutor, _timer
+from cancelpool import CancellableThreadPoolExecutor, _inject, _timer
 from cancelpool._timer import ManualScheduler
 
 #: Every blocking wait in a test is bounded by this; a hang becomes a failure, not a
@@ -64,8 +65,20 @@ def no_thread_leaks() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _restore_switch_interval() -> Iterator[None]:
+    """Put the switch interval back, once no escalation is still looking for a safe point.
+
+    A forced cancel of a task in protected code shortens the interval while it retries
+    (``_inject.quick_looks``); its last retry may come just after the test's task has
+    stopped. Waiting for it keeps that from leaking into the next test, and fails a test
+    whose escalation never ends.
+    """
     interval = sys.getswitchinterval()
     yield
+    deadline = time.monotonic() + WAIT
+    while _inject.quick_looks._waiting:
+        if time.monotonic() > deadline:
+            pytest.fail("a forced escalation was still looking for a safe point after the test")
+        time.sleep(0.001)
     sys.setswitchinterval(interval)
 
 
@@ -83,12 +96,18 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT) ->
 
 
 @pytest.fixture
-def manual_clock(monkeypatch: pytest.MonkeyPatch) -> ManualScheduler:
+def manual_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[ManualScheduler]:
     """Executors created in the test schedule escalation on a fake clock.
 
     ``manual_clock.advance(seconds)`` runs the steps now due, in the test's thread: no
     sleeping to wait for a grace period, and each step happens exactly when the test says.
+    After the test (and after the executors the test's fixtures shut down), the clock
+    runs on an hour, so that escalations left waiting on it finish: their tasks have
+    stopped by then, and a ladder still looking for a safe point stops looking.
     """
     scheduler = ManualScheduler()
     monkeypatch.setattr(_timer, "_scheduler", scheduler)
-    return scheduler
+    yield scheduler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the test is over: its warnings were checked
+        scheduler.advance(3600.0)

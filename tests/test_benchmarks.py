@@ -30,6 +30,8 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
     assert len(data["throughput"]) == 4
     assert len(data["deadline"]) == 3
     assert data["timer_wakeups"] <= 3  # at most the first deadline of each benchmark
+    assert 0 < data["waiting"]["socket"]["p50_us"] <= data["waiting"]["socket"]["p99_us"]
+    assert data["waiting"]["queue_get"]["ratio"] > 0
     assert all(row["ratio"] > 0 for row in data["throughput"])
     assert {row["task"] for row in data["latency"]} == {
         "polling token.cancelled",

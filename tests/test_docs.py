@@ -35,6 +35,10 @@ EXPECTED = {
         "asyncio task cancelled -> True\nthread task stopped, reason -> user closed the page\n"
     ),
     "asyncio_to_thread_timeout.py": "timed out -> True\nthread task stopped, reason -> cancel\n",
+    "wait_queue_and_socket.py": (
+        "done -> [10, 20, 30]\nstopped -> True True\nstates -> stopped stopped\n"
+        "queue_get outside a task -> queue.Empty\n"
+    ),
 }
 NEEDS_INJECTION = {"force_legacy_loop.py", "shield_critical.py"}
 

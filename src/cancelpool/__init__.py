@@ -38,6 +38,15 @@ from ._source import CancelSource
 from ._stats import ExecutorStatistics
 from ._token import CallbackHandle, CancelToken
 from ._version import __version__
+from ._wait import (
+    close_on_cancel,
+    future_result,
+    queue_get,
+    sleep,
+    wait_condition,
+    wait_event,
+    wait_for,
+)
 
 __all__ = (
     "FORCE_AVAILABLE",
@@ -60,9 +69,16 @@ __all__ = (
     "WorkerAbandonedWarning",
     "__version__",
     "checkpoint",
+    "close_on_cancel",
     "current_token",
     "current_token_or_none",
+    "future_result",
+    "queue_get",
     "shield",
+    "sleep",
+    "wait_condition",
+    "wait_event",
+    "wait_for",
 )
 
 # Reprs, tracebacks and pickles name the public module, not the private one.
