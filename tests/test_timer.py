@@ -61,3 +61,31 @@ def test_run_due_without_thread_leaves_actions_to_a_running_thread() -> None:
         assert scheduler.run_due_without_thread() is None
     finally:
         release.set()
+
+
+def test_an_action_added_while_the_timer_decides_to_sleep_still_runs() -> None:
+    """The one window of the lock-free ``call_at``, forced open with the clock.
+
+    The timer thread, holding its lock, has looked at the incoming actions and found
+    none; before it sets the time it will sleep until, another thread appends an action
+    without the lock (the thread was busy, so the appender sees no need to wake it).
+    The thread must look again before sleeping, or the action waits for ever.
+    """
+    in_window, appended, first_ran = threading.Event(), threading.Event(), threading.Event()
+
+    def clock() -> float:
+        # The timer thread reads the clock right after taking the incoming actions in.
+        in_timer = threading.current_thread().name == "cancelpool-timer"
+        if in_timer and first_ran.is_set() and not appended.is_set():
+            in_window.set()
+            appended.wait(WAIT)
+        return 0.0
+
+    scheduler = Scheduler(clock=clock)
+    ran = threading.Event()
+    scheduler.call_at(0.0, first_ran.set)  # starts the thread; it runs this, then looks
+    assert in_window.wait(WAIT)
+    scheduler.call_at(0.0, ran.set)  # lock-free: the thread is between its look and sleep
+    assert scheduler._incoming
+    appended.set()
+    assert ran.wait(WAIT), "the action appended in the window never ran"

@@ -16,8 +16,10 @@ a test advances its clock, so tests of timed behaviour never sleep.
 At interpreter exit the thread may not be startable (3.12+); the exit hook then runs due
 actions itself (``run_due_without_thread``).
 
-Locking protocol: ``_cond`` (and its lock) guards the heap and the thread handle; actions
-run after it is released, so an action may schedule another.
+Locking protocol: ``_cond`` (and its lock) guards the heap and the thread handle;
+``call_at`` appends to ``_incoming`` without it, and whoever holds it moves those into the
+heap (``_absorb``; see ``call_at`` for why none is missed). Actions run after the lock is
+released, so an action may schedule another.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from typing import Callable, Optional
 
 __all__ = ("ManualScheduler", "Scheduler", "TimerHandle", "get_scheduler")
@@ -66,6 +69,8 @@ class Scheduler:
         self.clock = clock
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, TimerHandle]] = []
+        #: Scheduled actions not yet in the heap (see call_at); appended without a lock.
+        self._incoming: deque[tuple[float, int, TimerHandle]] = deque()
         self._seq = itertools.count()
         self._thread: Optional[threading.Thread] = None
         #: Handles cancelled while still in the heap (approximate, see TimerHandle).
@@ -78,18 +83,46 @@ class Scheduler:
         self._armed_until = math.inf
 
     def call_at(self, when: float, action: Callable[[], object]) -> TimerHandle:
-        """Run ``action()`` at clock time *when* (at once if that has passed)."""
+        """Run ``action()`` at clock time *when* (at once if that has passed).
+
+        Usually lock-free: the action is appended to ``_incoming`` (an atomic
+        ``deque.append``), which the timer thread moves into the heap whenever it looks
+        at it. The lock is taken only to wake the thread (the action is due before the
+        thread would wake), to start it, or, every ``SWEEP_AT`` actions, to move them
+        into the heap here. Every worker arms a deadline per task: a lock per call made
+        8 contending workers queue up on it (measured: +70% per task on 3.9).
+
+        Why no action is missed: we append, *then* read ``_armed_until``; the thread,
+        under the lock, sets ``_armed_until``, *then* looks at ``_incoming`` once more
+        before it waits. If our read came first, our append did too, and the thread sees
+        the action; if it came after, we see the time the thread will sleep until, and
+        wake it (under the lock, which it releases only by waiting) if that is too late.
+        This relies on the GIL ordering the two threads' steps, as every interpreter we
+        support has one.
+        """
         handle = TimerHandle(when, action, self)
-        with self._cond:
-            heap = self._heap
-            if self._cancelled > SWEEP_AT and self._cancelled > len(heap) >> 1:
-                self._sweep()
-            heapq.heappush(heap, (when, next(self._seq), handle))
-            if when < self._armed_until:
-                self._cond.notify()  # due before the thread would wake: re-arm its wait
-            if self._thread is None:
-                self._ensure_thread()
+        incoming = self._incoming
+        incoming.append((when, next(self._seq), handle))
+        if when < self._armed_until or self._thread is None or len(incoming) > SWEEP_AT:
+            with self._cond:
+                self._absorb()
+                if when < self._armed_until:
+                    self._cond.notify()  # due before the thread would wake: re-arm its wait
+                if self._thread is None:
+                    self._ensure_thread()
         return handle
+
+    def _absorb(self) -> None:
+        """Under ``_cond``: move ``_incoming`` into the heap (not the cancelled ones)."""
+        incoming, heap = self._incoming, self._heap
+        while incoming:
+            entry = incoming.popleft()
+            if entry[2].cancelled:
+                self._cancelled = max(0, self._cancelled - 1)
+            else:
+                heapq.heappush(heap, entry)
+        if self._cancelled > SWEEP_AT and self._cancelled > len(heap) >> 1:
+            self._sweep()
 
     def _sweep(self) -> None:
         """Under ``_cond``: drop cancelled handles from the heap.
@@ -152,6 +185,7 @@ class Scheduler:
         # Cancelled actions are dropped only once due (or by a sweep): dropping one
         # earlier would move the wake-up time, and re-arming the wait costs a wake-up
         # each time, for every deadline withdrawn by a task that finished in time.
+        self._absorb()
         heap = self._heap
         now = self.clock()
         while heap:
@@ -170,6 +204,9 @@ class Scheduler:
                 handle, delay = self._pop_due()
                 while handle is None:
                     self._armed_until = math.inf if delay is None else self._heap[0][0]
+                    if self._incoming:  # appended before the line above: look again
+                        handle, delay = self._pop_due()
+                        continue
                     self._cond.wait(delay)  # None: until something is scheduled
                     self.wakeups += 1
                     handle, delay = self._pop_due()
@@ -180,6 +217,7 @@ class Scheduler:
         # The thread did not survive the fork; the heap's actions belong to the parent.
         self._cond = threading.Condition(threading.Lock())
         self._heap = []
+        self._incoming = deque()
         self._cancelled = 0
         self._armed_until = math.inf
         self._thread = None
@@ -212,6 +250,7 @@ class ManualScheduler(Scheduler):
     def pending(self) -> list[float]:
         """Due times of the actions still scheduled."""
         with self._cond:
+            self._absorb()
             return sorted(when for when, _, h in self._heap if not h.cancelled)
 
 
