@@ -42,6 +42,10 @@ LOGGER = logging.getLogger("cancelpool")
 SWEEP_AT = 256
 
 
+def _withdrawn() -> None:
+    """What a cancelled handle holds instead of its action."""
+
+
 class TimerHandle:
     """A scheduled action; ``cancel()`` stops it from running if it has not yet."""
 
@@ -57,6 +61,10 @@ class TimerHandle:
         """Do not run the action (if it has not run). Cheap: no lock, no wake-up."""
         if not self.cancelled:
             self.cancelled = True
+            # Drop the action now: a withdrawn deadline stays in the heap until it is
+            # due or swept, and its action (``future._expire``) would keep the task's
+            # future, and its result, alive that long.
+            self.action = _withdrawn
             # Unlocked, so concurrent cancels may lose a count: it only decides when
             # call_at sweeps the heap, and a low count only delays the sweep.
             self.scheduler._cancelled += 1
