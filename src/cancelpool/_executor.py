@@ -218,9 +218,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     ) -> CancellableFuture[T]:
         """``submit()`` with *options* (the executor's own, or a view's)."""
         check_callable("fn", fn)
-        future: CancellableFuture[T] = CancellableFuture._for_task(self._counts, self._policy)
-        if options.per_task:
-            future._options = options
+        future: CancellableFuture[T] = CancellableFuture._for_task(
+            self._counts, self._policy, options if options.per_task else None
+        )
         with self._shutdown_lock, _worker.global_shutdown_lock:
             if self._broken:
                 raise BrokenThreadPool(self._broken)
