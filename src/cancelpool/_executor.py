@@ -162,11 +162,10 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         abandon_s = check_timeout("abandon_after", abandon_after, allow_none=False)
         exit_s = check_timeout("exit_timeout", exit_timeout)
         assert grace_s is not None and abandon_s is not None
-        check_timeout("task_timeout", task_timeout)
-        check_bool("inherit_token", inherit_token)
         #: What plain submit() and map() use; with_options() views override it.
-        self._options = TaskOptions().merged(
-            task_timeout, DEFAULT, DEFAULT, DEFAULT, DEFAULT, inherit_token
+        self._options = TaskOptions(
+            timeout=check_timeout("task_timeout", task_timeout),
+            inherit=check_bool("inherit_token", inherit_token),
         )
         super().__init__(max_workers, thread_name_prefix, initializer, initargs)
         self._counts = SharedCounts()
@@ -229,8 +228,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             if _worker.is_global_shutdown():
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             if options.timeout is not None and options.timeout_from == "submit":
-                scheduler = self._policy.scheduler
-                future._arm_deadline(options, scheduler, scheduler.clock())
+                future._arm_deadline(options)
             # Follow the group's token and the submitting task's before the task is
             # queued, so that a token already cancelled cancels it before any worker
             # can start it. Safe under our locks: the only code that can run here is
@@ -380,7 +378,6 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             self._work_queue,
             self._initializer,
             self._initargs,
-            self._policy.scheduler,
         )
         worker.start()
         self._threads.add(worker)

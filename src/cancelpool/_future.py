@@ -92,7 +92,7 @@ if TYPE_CHECKING:
     from ._escalate import Ladder, Policy
     from ._options import TaskOptions
     from ._stats import SharedCounts, WorkerCounts
-    from ._timer import Scheduler, TimerHandle
+    from ._timer import TimerHandle
 
 __all__ = ("CancellableFuture", "TaskState")
 
@@ -601,15 +601,15 @@ class CancellableFuture(Future[T]):
             self._interrupt_wanted = True  # the shield's exit will deliver it
         return why
 
-    def _arm_deadline(self, options: TaskOptions, scheduler: Scheduler, now: float) -> None:
-        """Schedule this task's expiry ``options.timeout`` seconds after *now*.
+    def _arm_deadline(self, options: TaskOptions) -> None:
+        """Schedule this task's expiry ``options.timeout`` seconds from now.
 
         Called once per task, before the task can complete: by the worker before it calls
         the task (deadline from start), or by ``submit()`` before it queues it (from
-        submission).
+        submission). On the executor's scheduler, the one its escalations use.
         """
-        assert options.timeout is not None
-        self._deadline = scheduler.call_at(now + options.timeout, self._expire)
+        assert options.timeout is not None and self._policy is not None
+        self._deadline = self._policy.scheduler.call_later(options.timeout, self._expire)
 
     def _expire(self) -> None:
         """The deadline's timer action (on the timer thread)."""

@@ -46,7 +46,7 @@ from ._current import _slot
 from ._exceptions import TaskInterrupted
 from ._future import CODE_STOPPING, COMPLETE, RUNNING_, TAKE, CancellableFuture
 from ._stats import WorkerCounts
-from ._timer import Scheduler, get_scheduler
+from ._timer import get_scheduler
 
 if TYPE_CHECKING:
     from ._executor import CancellableThreadPoolExecutor
@@ -199,7 +199,6 @@ class WorkerThread(threading.Thread):
         work_queue: queue.SimpleQueue[Optional[WorkItem]],
         initializer: Optional[Callable[..., object]],
         initargs: tuple[Any, ...],
-        scheduler: Scheduler,
     ) -> None:
         super().__init__(name=name, daemon=daemon_threads_allowed())
         self._executor_ref = executor_ref
@@ -212,8 +211,6 @@ class WorkerThread(threading.Thread):
         self.counts = WorkerCounts()
         #: Set when the pool detaches this worker: it takes no further task.
         self.abandoned = False
-        #: Where task deadlines are scheduled (the executor's, fixed at creation).
-        self._scheduler = scheduler
 
     def start(self) -> None:
         """Start the thread and register it for the exit hook (call under the lock)."""
@@ -318,8 +315,7 @@ class WorkerThread(threading.Thread):
             return
         options = future._options
         if options is not None and options.timeout is not None and options.timeout_from == "start":
-            scheduler = self._scheduler
-            future._arm_deadline(options, scheduler, scheduler.clock())
+            future._arm_deadline(options)
         _slot.future = future
         try:
             result = item.fn(*item.args, **item.kwargs)
