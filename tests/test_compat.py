@@ -11,7 +11,11 @@ import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import pytest
+
 from cancelpool import _compat
+
+from .conftest import WAIT
 
 
 def test_future_state_strings() -> None:
@@ -32,6 +36,56 @@ def test_future_private_fields() -> None:
     assert future._done_callbacks == []  # type: ignore[attr-defined]
     assert callable(future._invoke_callbacks)  # type: ignore[attr-defined]
     assert future._result is None and future._exception is None
+
+
+def test_bound_futures_get_the_base_attributes_in_the_base_order() -> None:
+    # CancellableFuture._for_task sets Future.__init__'s attributes itself (with a
+    # FutureCondition): the stdlib's list must not have changed under it.
+    from cancelpool._future import CancellableFuture
+    from cancelpool._stats import SharedCounts
+
+    base = list(vars(Future()))
+    bound = CancellableFuture._for_task(SharedCounts(), None)
+    assert list(vars(bound))[: len(base)] == base
+    assert isinstance(bound._condition, threading.Condition)
+
+
+def test_future_condition_behaves_as_the_stdlib_condition() -> None:
+    # The RLock methods FutureCondition calls through its class exist everywhere.
+    from cancelpool._condition import FutureCondition
+
+    lock = threading.RLock()
+    for name in ("_is_owned", "_release_save", "_acquire_restore"):
+        assert callable(getattr(lock, name)), name
+    cond = FutureCondition()
+    assert not cond._is_owned()
+    with cond:
+        with cond:  # re-entrant
+            assert cond._is_owned()
+            assert not cond.wait(0.001)  # releases both levels, then restores them
+            assert cond._is_owned()
+        cond.notify_all()
+    assert not cond._is_owned()
+    with pytest.raises(RuntimeError):
+        cond.notify()  # not owned: the stdlib's error
+    assert cond.acquire(timeout=1.0)
+    cond.release()
+    woken = threading.Event()
+
+    def waiter() -> None:
+        with cond:
+            ready.set()
+            if cond.wait(WAIT):
+                woken.set()
+
+    ready = threading.Event()
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    assert ready.wait(WAIT)
+    with cond:  # the waiter is inside wait() once we hold the lock
+        cond.notify_all()
+    thread.join(WAIT)
+    assert woken.is_set()
 
 
 def test_thread_pool_attributes_set_by_init() -> None:

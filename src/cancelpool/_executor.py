@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar, Uni
 from . import _worker
 from ._compat import BrokenThreadPool
 from ._current import _slot
+from ._deadline import DeadlineWatch
 from ._escalate import Policy
 from ._future import (
     DROP,
@@ -177,6 +178,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             exit_timeout=exit_s,
             scheduler=get_scheduler(),
         )
+        # Expires the deadlines (counted from the start) of the tasks the workers run.
+        self._deadlines = DeadlineWatch(self._policy.scheduler, self._threads)
         # Workers detached because their cancelled task would not stop (their counts
         # still count); they are no longer in _threads.
         self._abandoned: list[WorkerThread] = []
@@ -378,6 +381,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             self._work_queue,
             self._initializer,
             self._initargs,
+            self._deadlines,
         )
         worker.start()
         self._threads.add(worker)

@@ -49,6 +49,7 @@ from ._stats import WorkerCounts
 from ._timer import get_scheduler
 
 if TYPE_CHECKING:
+    from ._deadline import DeadlineWatch
     from ._executor import CancellableThreadPoolExecutor
 
 __all__ = (
@@ -199,10 +200,13 @@ class WorkerThread(threading.Thread):
         work_queue: queue.SimpleQueue[Optional[WorkItem]],
         initializer: Optional[Callable[..., object]],
         initargs: tuple[Any, ...],
+        deadlines: DeadlineWatch,
     ) -> None:
         super().__init__(name=name, daemon=daemon_threads_allowed())
         self._executor_ref = executor_ref
         self._work_queue = work_queue
+        #: The executor's watch over the deadlines of running tasks.
+        self._deadlines = deadlines
         self._initializer = initializer
         self._initargs = initargs
         #: The work item this worker has taken, until its task's code has stopped.
@@ -315,7 +319,7 @@ class WorkerThread(threading.Thread):
             return
         options = future._options
         if options is not None and options.timeout is not None and options.timeout_from == "start":
-            future._arm_deadline(options)
+            self._deadlines.start(future, options.timeout)
         _slot.future = future
         try:
             result = item.fn(*item.args, **item.kwargs)
