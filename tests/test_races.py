@@ -392,6 +392,50 @@ def test_deadline_races_completion() -> None:
 
 
 @pytest.mark.stress
+def test_deadline_checks_race_workers_starting_tasks() -> None:
+    """Workers start tasks with deadlines while the executor's check runs: none is missed.
+
+    Each trial mixes tasks that end at once (their deadlines are never due, so checks
+    come and go around them) with tasks that wait on their token until their deadline
+    fails them. A deadline the check missed would leave its task waiting for ``WAIT``.
+    """
+    sys.setswitchinterval(1e-6)
+    rng = random.Random(2468)
+    ex = CancellableThreadPoolExecutor(max_workers=4)
+    deadline = time.monotonic() + TIME_CAP
+    expired = 0
+
+    def wait_for_deadline() -> None:
+        from cancelpool import current_token
+
+        current_token().wait(WAIT)
+
+    try:
+        for _ in range(trials(150)):
+            futures = []
+            for _ in range(8):
+                timeout = rng.choice((0.0, 0.001, 0.003, 0.01))
+                view = ex.with_options(timeout=timeout)
+                if rng.random() < 0.5:
+                    futures.append((view.submit(wait_for_deadline), True))
+                else:
+                    futures.append((view.submit(pow, 3, 4), False))
+            for future, waits in futures:
+                exc = future.exception(WAIT)
+                if waits:
+                    assert isinstance(exc, DeadlineExceeded), (future, exc)
+                    expired += 1
+                else:  # ended at once, or (timeout=0) failed by its deadline first
+                    assert exc is None or isinstance(exc, DeadlineExceeded), exc
+                assert future.wait_stopped(WAIT)
+            if time.monotonic() > deadline:
+                break
+    finally:
+        assert ex.shutdown(cancel_futures=True, timeout=WAIT) == ()
+    assert expired > 0
+
+
+@pytest.mark.stress
 def test_group_cancel_races_submitters_and_completions() -> None:
     """A group cancelled while tasks are submitted to it and finish: none escapes it."""
     sys.setswitchinterval(1e-6)
