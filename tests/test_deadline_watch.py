@@ -9,8 +9,11 @@ real executors.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Optional
+
+import pytest
 
 from cancelpool._deadline import DeadlineWatch
 from cancelpool._timer import ManualScheduler
@@ -152,3 +155,26 @@ def test_a_later_check_never_replaces_an_earlier_one() -> None:
     scheduler.advance(1.0)
     assert (quick.expired, slow.expired) == (1, 0)
     assert scheduler.pending() == [1060.0]
+
+
+def test_a_failing_expiry_leaves_the_other_deadlines_watched(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scheduler, watch, (bad_worker, good_worker, later_worker) = make(3)
+
+    class Failing(Future):
+        def _expire(self) -> None:
+            super()._expire()
+            raise RuntimeError("a callback went wrong")
+
+    bad = Failing("bad")
+    bad_worker._item = Item(bad)
+    watch.start(bad, 1.0)  # type: ignore[arg-type]
+    good = start(watch, good_worker, "good", 1.0)
+    later = start(watch, later_worker, "later", 2.0)
+    with caplog.at_level(logging.ERROR, logger="cancelpool"):
+        scheduler.advance(1.0)
+    assert (bad.expired, good.expired, later.expired) == (1, 1, 0)
+    assert "failing" in caplog.text and "a callback went wrong" in caplog.text
+    scheduler.advance(1.0)
+    assert later.expired == 1

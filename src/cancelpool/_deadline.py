@@ -36,6 +36,7 @@ one (``cancelpool._timer.Scheduler.call_at`` relies on the same).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from typing import TYPE_CHECKING, Optional
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from ._worker import WorkerThread
 
 __all__ = ("DeadlineWatch",)
+
+LOGGER = logging.getLogger("cancelpool")
 
 
 class DeadlineWatch:
@@ -103,10 +106,15 @@ class DeadlineWatch:
                 due.append(future)
             elif at < after:
                 after = at
-        for future in due:
-            future._expire()
+        # Schedule the next check first: expiring runs done-callbacks and token
+        # callbacks, and one that fails must not leave later deadlines unwatched.
         if after < math.inf:
             self._arm(after)
+        for future in due:
+            try:
+                future._expire()
+            except Exception:  # noqa: PERF203 - each task's expiry on its own
+                LOGGER.exception("cancelpool: failing %r by its deadline raised", future)
 
     def _snapshot(self) -> tuple[WorkerThread, ...]:
         """The workers now: the executor adds and discards them under its own lock."""
