@@ -2,10 +2,11 @@
 
 Each benchmark is a function of ``(executor_class, n)`` returning seconds for *n* tasks,
 as in ``bench_throughput``. With cancelpool's executor every task gets a 60 s deadline
-(``with_options(timeout=60)``): scheduled on the timer thread when the task starts, and
-withdrawn when it ends. The stdlib's executor runs the same tasks with no deadline, since
-it has none to give. ``timer_wakeups`` counts how often the timer thread woke during the
-cancelpool runs: deadlines that are withdrawn before they are due must not wake it.
+(``with_options(timeout=60)``), counted from when its worker starts it and watched by the
+executor's one check (``cancelpool._deadline``). The stdlib's executor runs the same
+tasks with no deadline, since it has none to give. ``timer_wakeups`` counts how often
+the timer thread woke during the cancelpool runs: deadlines of tasks that end in time
+must not wake it (the check itself may wake once per 60 s of running).
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def main() -> int:
     wakeups = bench_deadline.timer_wakeups
     print(
         f"  timer thread wake-ups during the deadline runs: {wakeups} "
-        f"({len(deadline_rows) * rounds * n:,} deadlines scheduled and withdrawn)"
+        f"({len(deadline_rows) * rounds * n:,} tasks with a deadline)"
     )
     print()
     print(f"Cooperative cancel latency, cancel() to code stopped, {trials} trials:")
