@@ -1,14 +1,14 @@
 """One timer thread for every delayed action of every executor.
 
-Escalation steps, task deadlines and ``CancelSource.cancel_after`` are scheduled here
-rather than with a ``threading.Timer`` per task: one daemon thread, one heap ordered by
-due time on the monotonic clock, started on first use. It sleeps on a condition without a
-timeout when nothing is scheduled, and otherwise until the earliest due time. An action
-cancelled before it is due (the deadline of a task that finished in time) stays in the
-heap until then, so withdrawing it costs no wake-up; ``call_at`` sweeps such actions out
-once they are half the heap. A new action wakes the thread only if it is due before the
-time the thread sleeps until. So 100,000 tasks with 60 s deadlines that all finish in
-time wake the thread not once (``benchmarks/bench_deadline.py`` counts).
+Escalation steps, the executors' deadline checks (``cancelpool._deadline``), deadlines
+counted from submission and ``CancelSource.cancel_after`` are scheduled here rather than
+with a ``threading.Timer`` per task: one daemon thread, one heap ordered by due time on
+the monotonic clock, started on first use. It sleeps on a condition without a timeout
+when nothing is scheduled, and otherwise until the earliest due time. An action cancelled
+before it is due (the deadline of a task that finished in time) stays in the heap until
+then, so withdrawing it costs no wake-up; ``call_at`` sweeps such actions out once they
+are half the heap. A new action wakes the thread only if it is due before the time the
+thread sleeps until.
 
 The clock is injectable: ``ManualScheduler`` runs due actions in the calling thread when
 a test advances its clock, so tests of timed behaviour never sleep.
