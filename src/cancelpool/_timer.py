@@ -97,8 +97,9 @@ class Scheduler:
         ``deque.append``), which the timer thread moves into the heap whenever it looks
         at it. The lock is taken only to wake the thread (the action is due before the
         thread would wake), to start it, or, every ``SWEEP_AT`` actions, to move them
-        into the heap here. Every worker arms a deadline per task: a lock per call made
-        8 contending workers queue up on it (measured: +70% per task on 3.9).
+        into the heap here. Every submitter of tasks with deadlines counted from
+        submission schedules one per task: a lock per call made 8 contending threads queue
+        up on it (measured: +70% per task on 3.9).
 
         Why no action is missed: we append, *then* read ``_armed_until``; the thread,
         under the lock, sets ``_armed_until``, *then* looks at ``_incoming`` once more
