@@ -69,6 +69,14 @@ callback (``cancel()``) never runs under the future's lock.
 
 ``wait_stopped()`` waits on the same condition; every transition into a state whose code
 has stopped (``FINISHED``, ``STOPPED``, ``CANCELLED``) notifies it.
+
+Two fields are outside the lock on purpose. ``_deadline_at`` (when a deadline counted
+from the start passes) is written once by the task's worker before the task's code runs
+and read by the executor's deadline check (``cancelpool._deadline`` has the ordering);
+what the check decides from it goes through ``_transition`` (EXPIRE) like any event, so
+a stale read can only make it try to expire a task that has ended, which does nothing.
+The lock itself is a ``FutureCondition`` (``cancelpool._condition``) for the futures the
+executor makes, a plain ``threading.Condition`` for ones user code makes.
 """
 
 from __future__ import annotations
@@ -179,9 +187,10 @@ class CancellableFuture(Future[T]):
     returns False.
     """
 
-    # Class-level defaults instead of an __init__ and __slots__: the base __init__ runs
-    # alone, and an instance stores only what differs (measured: an __init__ override
-    # costs 0.5 us a task; __slots__ beside the base's __dict__ costs 300 bytes on 3.13).
+    # Class-level defaults instead of an __init__ and __slots__: an instance stores only
+    # what differs (measured: an __init__ override calling the base's costs 0.5 us a
+    # task; __slots__ beside the base's __dict__ costs 300 bytes on 3.13). Futures made by
+    # the executor skip the base __init__: _for_task sets its attributes itself.
 
     # The base class's callbacks list (see _compat), declared for the type checker.
     _done_callbacks: list[Callable[[Future[Any]], object]]

@@ -4,14 +4,16 @@ We own the worker loop instead of reusing ``concurrent.futures.thread._worker``:
 stdlib's loop calls ``_WorkItem.run()``, which sets the result on the future without
 asking whether a stop was requested, and its exit hook joins every worker without
 limit. The loop below has the shape of the 3.13 one on every version (it marks itself
-idle only when the queue is empty, gh-115634), and differs in three things:
+idle only when the queue is empty, gh-115634), and differs in four things:
 
 * it records on the thread which future it is running (``current``), so that
   ``shutdown()`` can find running tasks and cancel them;
 * it puts the task's future in the thread-local slot that ``current_token()`` reads,
   around the call to the task's function only (cleared before the future is touched);
 * it reports the outcome through the future's state machine, which drops the outcome of
-  a task whose future was cancelled while it ran.
+  a task whose future was cancelled while it ran;
+* it starts the task's deadline, if one counts from the start, on the executor's
+  ``DeadlineWatch`` (``cancelpool._deadline``).
 
 Exit
 ----
