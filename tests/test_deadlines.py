@@ -362,6 +362,63 @@ class TestOptionsAndView:
         assert str(exc) == str(DeadlineExceeded(1.5, "submit"))
 
 
+@pytest.mark.subprocess
+def test_an_executor_used_in_a_forked_child_still_expires_deadlines() -> None:
+    # The parent's check was scheduled on the parent's timer thread, which a forked
+    # child does not have: the child's tasks must get checks of their own, also when
+    # their deadlines come after the parent's check would have.
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    code = """
+        import os, sys, threading, time, warnings
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, 3.12+
+        from cancelpool import CancellableThreadPoolExecutor, DeadlineExceeded, current_token
+        def wait_on_token():
+            current_token().wait(10)
+        started = threading.Event()
+        def hold():
+            started.set()
+            current_token().wait(30)
+        ex = CancellableThreadPoolExecutor(max_workers=2)
+        held = ex.with_options(timeout=1.0).submit(hold)  # the parent's check: in 1 s
+        started.wait(30)
+        pid = os.fork()
+        if pid == 0:
+            # Due after the parent's check: only a check in the child can expire it.
+            future = ex.with_options(timeout=1.2).submit(wait_on_token)
+            exc = future.exception(10)
+            os._exit(0 if isinstance(exc, DeadlineExceeded) else 3)
+        deadline = time.monotonic() + 20
+        status = None
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                print(os.waitstatus_to_exitcode(status))
+                break
+            time.sleep(0.01)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            print("child hung")
+        held.cancel()
+        ex.shutdown(timeout=10)
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0", (proc.stdout, proc.stderr)
+
+
 class TestTimerStaysIdle:
     def test_deadlines_of_tasks_that_finish_in_time_do_not_wake_the_timer(
         self, monkeypatch: pytest.MonkeyPatch

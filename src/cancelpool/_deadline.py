@@ -32,13 +32,18 @@ schedule, or infinity, and schedules a check itself when its deadline is earlier
 worker that starts its next task after the check read its item is the second case. This
 relies on the GIL ordering the two threads' steps, as every interpreter we support has
 one (``cancelpool._timer.Scheduler.call_at`` relies on the same).
+
+A forked child has none of the parent's scheduled actions (``cancelpool._timer``): every
+watch forgets its check there, so an executor used in the child schedules its own.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Optional
 
 from ._timer import Scheduler, TimerHandle
@@ -55,7 +60,7 @@ LOGGER = logging.getLogger("cancelpool")
 class DeadlineWatch:
     """Expires the deadlines of the tasks an executor's workers are running."""
 
-    __slots__ = ("_clock", "_handle", "_lock", "_scheduler", "_workers", "armed_at")
+    __slots__ = ("__weakref__", "_clock", "_handle", "_lock", "_scheduler", "_workers", "armed_at")
 
     def __init__(self, scheduler: Scheduler, workers: set[WorkerThread]) -> None:
         """Watch the tasks of *workers* (the executor's live set), on *scheduler*."""
@@ -66,6 +71,7 @@ class DeadlineWatch:
         #: When the next check is scheduled (infinity: none is).
         self.armed_at = math.inf
         self._handle: Optional[TimerHandle] = None
+        _watches.add(self)
 
     def start(self, future: CancellableFuture[object], timeout: float) -> None:
         """A worker starts *future*'s task, which must end within *timeout* seconds.
@@ -123,3 +129,23 @@ class DeadlineWatch:
                 return tuple(self._workers)
             except RuntimeError:  # noqa: PERF203 - changed size while copied: copy again
                 continue
+
+    def _after_fork_in_child(self) -> None:
+        # The scheduled check was in the parent's timer heap, which the child's is not
+        # (Scheduler._after_fork_in_child): none is scheduled here.
+        self._lock = threading.Lock()
+        self.armed_at = math.inf
+        self._handle = None
+
+
+#: Every watch alive, to reset in a forked child.
+_watches: weakref.WeakSet[DeadlineWatch] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for watch in list(_watches):
+        watch._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
