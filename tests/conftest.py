@@ -23,6 +23,22 @@ WAIT = 10.0
 #: Multiplies the trial counts of the stress campaigns (CI runs the default, 1).
 STRESS_SCALE = float(os.environ.get("CANCELPOOL_STRESS_SCALE", "1"))
 
+#: Code for a child program that forked ``pid``: wait for it (20 s at most, then kill it)
+#: and print its exit code, or "child hung". Needs ``os``, ``signal`` and ``time``.
+REAP_FORKED_CHILD = """
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print(os.waitstatus_to_exitcode(status))
+        break
+    time.sleep(0.01)
+else:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    print("child hung")
+"""
+
 ExecutorClass = Callable[..., ThreadPoolExecutor]
 
 

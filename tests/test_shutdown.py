@@ -13,7 +13,7 @@ import pytest
 
 from cancelpool import CancellableThreadPoolExecutor, TaskState, current_token
 
-from .conftest import WAIT
+from .conftest import REAP_FORKED_CHILD, WAIT
 
 
 def stubborn(started: threading.Event, release: threading.Event) -> str:
@@ -269,7 +269,8 @@ class TestInterpreterExit:
         if not hasattr(__import__("os"), "fork"):
             pytest.skip("needs os.fork")
         proc = run_child(
-            """
+            textwrap.dedent(
+                """
             import os, signal, sys, threading, time, warnings
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, 3.12+
             from cancelpool import CancellableThreadPoolExecutor
@@ -290,21 +291,16 @@ class TestInterpreterExit:
             pid = os.fork()
             if pid == 0:
                 sys.exit(7)  # a normal exit: the exit hooks run
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    print(os.waitstatus_to_exitcode(status))
-                    break
-                time.sleep(0.01)
-            else:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                print("child hung at exit")
+            """
+            )
+            + REAP_FORKED_CHILD
+            + textwrap.dedent(
+                """
             release.set()
             holder.join(30)
             ex.shutdown()
             """
+            )
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == "7"
