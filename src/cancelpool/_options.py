@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, TypeVar, Union
 
-from ._token import CancelToken
+from ._token import CancelToken, check_token
 from ._validate import DEFAULT, _Default, check_bool, check_timeout
 
 if TYPE_CHECKING:
@@ -88,12 +88,7 @@ class TaskOptions(NamedTuple):
         if grace is not DEFAULT:
             changes["grace"] = check_timeout("grace", grace, allow_none=False)
         if token is not DEFAULT:
-            if token is not None and not isinstance(token, CancelToken):
-                raise TypeError(
-                    f"token must be a cancelpool.CancelToken or None, got {token!r}; "
-                    "pass CancelSource().token"
-                )
-            changes["token"] = token
+            changes["token"] = check_token("token", token)
         if inherit is not DEFAULT:
             changes["inherit"] = check_bool("inherit", inherit)
         return self._replace(**changes) if changes else self

@@ -41,7 +41,7 @@ from ._current import shielded
 from ._exceptions import TaskCancelled
 from ._validate import check_callable, check_timeout
 
-__all__ = ("CallbackHandle", "CancelToken")
+__all__ = ("CallbackHandle", "CancelToken", "check_token")
 
 LOGGER = logging.getLogger("cancelpool")
 
@@ -262,3 +262,12 @@ def _run_callback(handle: CallbackHandle) -> None:
         # Same policy as Future._invoke_callbacks: a failing callback is the callback's
         # bug; log it where the user will see it and keep the cancel going.
         LOGGER.exception("exception in cancellation callback %r", handle._callback)
+
+
+def check_token(name: str, value: object) -> Optional[CancelToken]:
+    """Return *value* if it is a ``CancelToken`` or None, else raise ``TypeError`` naming it."""
+    if value is None or isinstance(value, CancelToken):
+        return value
+    raise TypeError(
+        f"{name} must be a cancelpool.CancelToken or None, got {value!r}; pass CancelSource().token"
+    )

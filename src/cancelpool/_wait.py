@@ -75,7 +75,7 @@ from typing import Any, Callable, Generic, Optional, Protocol, TypeVar
 from . import _compat, _timer
 from ._current import _slot
 from ._exceptions import TaskCancelled
-from ._token import CallbackHandle, CancelToken
+from ._token import CallbackHandle, CancelToken, check_token
 from ._validate import check_callable, check_timeout
 
 __all__ = (
@@ -392,7 +392,7 @@ class close_on_cancel(Generic[C]):  # noqa: N801 - a context manager named like 
                 f"closeable must be a socket or have a close() method, got {closeable!r}"
             )
         self._closeable = closeable
-        self._token = _check_token(token)
+        self._token = check_token("token", token)
         self._active: Optional[CancelToken] = None  # the token honoured by this block
         self._handle: Optional[CallbackHandle] = None
 
@@ -567,7 +567,7 @@ def _resolve(token: object) -> Optional[CancelToken]:
         TaskCancelled: the token is already cancelled.
         TypeError: *token* is not a ``CancelToken`` or None.
     """
-    active = _check_token(token)
+    active = check_token("token", token)
     future = _slot.future
     if active is None:
         if future is None:
@@ -587,12 +587,6 @@ def _raise_if_cancelled(token: CancelToken, pass_on: Optional[threading.Conditio
         if pass_on is not None:
             pass_on.notify()  # the wait consumed a notify that another waiter needs
         raise TaskCancelled(token.reason or "cancel")
-
-
-def _check_token(token: object) -> Optional[CancelToken]:
-    if token is None or isinstance(token, CancelToken):
-        return token
-    raise TypeError(f"token must be a cancelpool.CancelToken or None, got {token!r}")
 
 
 def _check_type(name: str, value: object, cls: type[Any]) -> None:
