@@ -28,6 +28,14 @@ def add_suite_dir() -> None:
             test.__path__.append(suite_dir)
 
 
+def add_import_dir() -> None:
+    # The folder the runner imported cancelpool from: an editable install's own .pth may
+    # not have been processed yet when ours runs (site reads them in name order).
+    import_dir = os.environ.get("CANCELPOOL_CONFORMANCE_IMPORT_DIR")
+    if import_dir and import_dir not in sys.path:
+        sys.path.append(import_dir)
+
+
 def install() -> None:
     import concurrent.futures
     import concurrent.futures.thread
@@ -49,4 +57,5 @@ def install() -> None:
 if os.environ.get("CANCELPOOL_CONFORMANCE_DIR"):
     add_suite_dir()
     if os.environ.get("CANCELPOOL_CONFORMANCE_SWAP") == "1":
+        add_import_dir()
         install()

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 HERE = Path(__file__).resolve().parent
-PTH_NAME = "_cancelpool_conformance.pth"
+PTH_NAME = "zz_cancelpool_conformance.pth"
 PTH_LINE = (
     "import os, sys; d = os.environ.get('CANCELPOOL_CONFORMANCE_DIR'); "
     "d and (sys.path.insert(0, d), __import__('_cancelpool_swap'))\n"
@@ -149,7 +149,11 @@ def run_once(mode: str, report: Path) -> int:
 
     # Collected before the run: a TestSuite drops its tests as it runs them.
     outcomes: dict[str, str] = dict.fromkeys((t.id() for t in _iter_tests(suite)), "passed")
-    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    runner = unittest.TextTestRunner(
+        verbosity=2, stream=sys.stdout, resultclass=SubTestRecordingResult
+    )
+    result = runner.run(suite)
+    assert isinstance(result, SubTestRecordingResult)
     for test, _ in result.failures:
         outcomes[test.id()] = "failed"
     for test, _ in result.errors:
@@ -160,6 +164,13 @@ def run_once(mode: str, report: Path) -> int:
         outcomes[test.id()] = "xfail"
     for test in result.unexpectedSuccesses:
         outcomes[test.id()] = "xpass"
+    # A failing subtest is reported under its own id (test id plus its parameters): it
+    # fails its test too, and every subtest is counted on its own.
+    outcomes.update(result.subtest_outcomes)
+    for test_id in result.tests_with_failed_subtests:
+        if outcomes.get(test_id) == "passed":
+            outcomes[test_id] = "failed"
+    env_changed = _environment_altered()
     children = [
         line for line in log.read_text().splitlines() if line.split()[0] != str(os.getpid())
     ]
@@ -178,10 +189,52 @@ def run_once(mode: str, report: Path) -> int:
                 "suite": suite_dir or module_name,
                 "outcomes": outcomes,
                 "children_swapped": len(children),
+                "env_changed": env_changed,
             }
         )
     )
     return 0
+
+
+class SubTestRecordingResult(unittest.TextTestResult):
+    """A ``TextTestResult`` that records every subtest's outcome, passed ones included.
+
+    unittest reports a failing subtest under the subtest's own id and nothing under its
+    test's id, so a runner that reads outcomes by test id sees the test as passed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.subtest_outcomes: dict[str, str] = {}
+        self.tests_with_failed_subtests: set[str] = set()
+
+    def addSubTest(  # noqa: N802 - unittest's name
+        self,
+        test: unittest.TestCase,
+        subtest: unittest.TestCase,
+        err: Any,
+    ) -> None:
+        super().addSubTest(test, subtest, err)
+        if err is None:
+            self.subtest_outcomes[subtest.id()] = "passed"
+            return
+        failure = issubclass(err[0], test.failureException)
+        self.subtest_outcomes[subtest.id()] = "failed" if failure else "error"
+        self.tests_with_failed_subtests.add(test.id())
+
+
+def _environment_altered() -> bool:
+    """Whether CPython's test support saw the environment changed (dangling threads...).
+
+    ``threading_helper.threading_cleanup()``, which the suite's module tear-down calls,
+    sets ``support.environment_altered`` when threads outlive the tests; regrtest's
+    ``--fail-env-changed`` fails the run for it.
+    """
+    try:
+        from test import support
+    except ImportError:
+        return False
+    return bool(getattr(support, "environment_altered", False))
 
 
 def _iter_tests(suite: unittest.TestSuite) -> list[unittest.TestCase]:
@@ -222,6 +275,19 @@ def run_child(mode: str) -> dict[str, Any]:
 
 
 def install_pth() -> Path:
+    """Write the ``.pth`` that swaps the executor in every child interpreter of the run.
+
+    ``site`` reads ``.pth`` files in name order, and ours imports cancelpool: with an
+    editable install, whose own ``.pth`` (``_cancelpool.pth`` or similar) puts cancelpool
+    on ``sys.path``, ours could come first and fail with "No module named 'cancelpool'".
+    So the runner also hands the children the folder cancelpool is imported from
+    (``CANCELPOOL_CONFORMANCE_IMPORT_DIR``), and the name sorts after the usual ones.
+    """
+    import cancelpool
+
+    os.environ["CANCELPOOL_CONFORMANCE_IMPORT_DIR"] = str(
+        Path(cancelpool.__file__).resolve().parent.parent
+    )
     pth = Path(sysconfig.get_path("purelib")) / PTH_NAME
     pth.write_text(PTH_LINE)
     return pth
@@ -243,7 +309,9 @@ def compare(summary: Optional[Path]) -> int:
             return 2
     must_pass = sorted(t for t, o in stock["outcomes"].items() if o == "passed")
     regressions = [t for t in must_pass if swapped["outcomes"].get(t) != "passed"]
-    if regressions:
+    # regrtest's --fail-env-changed: threads left behind by the tests fail the run.
+    env_changed = swapped.get("env_changed", False) and not stock.get("env_changed", False)
+    if regressions or env_changed:
         print(swapped["output"])
     print(f"conformance {version}: suite {swapped['suite']}")
     print(
@@ -256,12 +324,20 @@ def compare(summary: Optional[Path]) -> int:
         f"({swapped['seconds']:.1f}s); swap confirmed in {swapped['children_swapped']} child "
         "interpreters"
     )
+    subtests = sum(" (" in t for t in must_pass)
+    print(f"  ({subtests} of the {len(must_pass)} are subtests, counted one by one)")
     for t in regressions:
         print(f"  REGRESSION {t}: {swapped['outcomes'].get(t, 'missing')}")
-    print(f"conformance: {passed} passed, {len(regressions)} failed")
+    if env_changed:
+        print(
+            "  ENV CHANGED: threads outlived the tests with our class (not with the stock "
+            "one): CPython's threading_cleanup() reported dangling threads"
+        )
+    failed = len(regressions) + env_changed
+    print(f"conformance: {passed} passed, {failed} failed")
     if summary is not None:
-        summary.write_text(json.dumps({"passed": passed, "failed": len(regressions)}))
-    return 1 if regressions else 0
+        summary.write_text(json.dumps({"passed": passed, "failed": failed}))
+    return 1 if failed else 0
 
 
 def main() -> int:
