@@ -178,3 +178,40 @@ def test_a_failing_expiry_leaves_the_other_deadlines_watched(
     assert "failing" in caplog.text and "a callback went wrong" in caplog.text
     scheduler.advance(1.0)
     assert later.expired == 1
+
+
+def test_check_now_withdraws_the_check_when_nothing_runs() -> None:
+    # What shutdown() does once its workers have exited: nothing stays on the timer, so
+    # its thread can exit when idle.
+    scheduler, watch, (worker,) = make(1)
+    start(watch, worker, "ended", 60.0)
+    worker._item = None  # the task ended in time
+    assert scheduler.pending() == [1060.0]
+    watch.check_now()
+    assert scheduler.pending() == []
+    assert watch.armed_at == math.inf
+
+
+def test_check_now_keeps_watching_tasks_still_running() -> None:
+    scheduler, watch, (stuck_worker, due_worker) = make(2)
+    stuck = start(watch, stuck_worker, "stuck", 60.0)
+    due = start(watch, due_worker, "due", 0.0)
+    watch.check_now()
+    assert (due.expired, stuck.expired) == (1, 0)
+    assert scheduler.pending() == [1060.0]  # one check, for the task still running
+    scheduler.advance(60.0)
+    assert stuck.expired == 1
+
+
+def test_a_task_started_while_check_now_scans_is_watched() -> None:
+    # check_now() withdraws the scheduled check before it reads the workers, like a
+    # scheduled check: a worker that starts a task meanwhile schedules its own.
+    scheduler, watch, (worker,) = make(1)
+    start(watch, worker, "first", 60.0)
+    worker._item = None
+    late: list[Future] = []
+    worker.on_read = lambda: late.append(start(watch, worker, "late", 2.0))
+    watch.check_now()
+    assert scheduler.pending() == [1002.0]
+    scheduler.advance(2.0)
+    assert late[0].expired == 1

@@ -148,6 +148,29 @@ def test_cleanup_offsets_mark_the_exit_of_a_with_block() -> None:
     assert any(i.opname == "WITH_EXCEPT_START" and i.offset in unsafe for i in instructions)
 
 
+def test_cleanup_offsets_mark_each_exit_of_nested_with_blocks() -> None:
+    # Every version's shape of the __exit__(None, None, None) call (3.15 loads the Nones
+    # with LOAD_COMMON_CONSTANT); the compiler may copy an exit (3.10 does, per path).
+    import dis
+
+    outer, inner = threading.Lock(), threading.Lock()
+
+    def nested() -> int:
+        with outer, inner:
+            value = len("body")
+        return value
+
+    unsafe = _inject.cleanup_offsets(nested.__code__)
+    instructions = list(dis.get_instructions(nested))
+    body = next(i for i in instructions if i.argval == "len")
+    calls = [i for i in instructions if i.opname in ("CALL", "CALL_FUNCTION")]
+    body_call = next(i for i in calls if i.offset > body.offset)
+    exit_calls = [i for i in calls if i.offset > body_call.offset]  # __exit__ calls only
+    assert len(exit_calls) >= 2, dis.Bytecode(nested).dis()
+    assert all(i.offset in unsafe for i in exit_calls), dis.Bytecode(nested).dis()
+    assert body.offset not in unsafe and body_call.offset not in unsafe
+
+
 def test_cleanup_offsets_leave_plain_code_alone() -> None:
     def plain(x: int) -> int:
         y = x + 1

@@ -1,4 +1,5 @@
-"""Races forced, not hoped for: cancel against completion, shutdown against submit.
+"""Races forced, not hoped for: cancel against completion, shutdown against submit,
+scheduling against the timer thread going idle.
 
 ``sys.setswitchinterval(1e-6)`` makes the interpreter switch threads at almost every
 opportunity, so the interleavings the state machine must survive happen thousands of
@@ -13,12 +14,13 @@ time cap, and check invariants on every trial:
 
 from __future__ import annotations
 
+import queue
 import random
 import sys
 import threading
 import time
 from concurrent.futures import CancelledError
-from typing import Any
+from typing import Any, Callable, Optional
 
 import pytest
 from hypothesis import settings
@@ -34,8 +36,9 @@ from cancelpool import (
 )
 from cancelpool._future import ABANDON, COMPLETE, DROP, EXPIRE, INTERRUPT, TAKE
 from cancelpool._stats import SharedCounts, WorkerCounts
+from cancelpool._timer import Scheduler
 
-from .conftest import STRESS_SCALE, WAIT
+from .conftest import STRESS_SCALE, WAIT, wait_for
 
 TIME_CAP = 20.0 * STRESS_SCALE
 
@@ -492,3 +495,155 @@ def test_group_cancel_races_submitters_and_completions() -> None:
         if time.monotonic() > deadline:
             break
     assert cancelled_some > 0 and finished_some > 0
+
+
+#: A caller's part of a trial: (trial, key, head start, seconds until due).
+TimerStep = tuple[int, int, int, float]
+
+
+class TimerCampaign:
+    """Actions scheduled from several threads at the moment the timer thread goes idle.
+
+    The scheduler's idle timeout is 0: after a trial's last action the thread finds
+    nothing pending and lets go at once. That action also releases the next trial's
+    callers (one to three threads, waiting on an event, each after a random head start,
+    some due a moment later), so their ``call_at`` calls race the thread's decision to
+    exit, or to sleep. Two groups of callers take turns, so that one group already
+    waits while the other's trial runs.
+    """
+
+    CALLERS = 3
+
+    def __init__(self, seed: int, trials: int) -> None:
+        self.rng = random.Random(seed)
+        self.scheduler = Scheduler(idle_timeout=0.0)
+        self.lock = threading.Lock()
+        self.runs: dict[int, int] = {}
+        self.runner_of: dict[int, threading.Thread] = {}
+        self.active = 0
+        self.overlaps = 0
+        self.trials = trials
+        self.fire = [threading.Event() for _ in range(trials + 1)]
+        self.done = [threading.Event() for _ in range(trials)]
+        self.remaining = [0] * trials
+        # How long the last action of each trial keeps the timer thread busy after it
+        # released the next trial's callers: spreads their calls across the thread's
+        # return to its loop, its look, and its decision to exit.
+        self.linger = [self.rng.randrange(3000) for _ in range(trials)]
+        self.keys: list[list[int]] = [[] for _ in range(trials)]
+        # How often the thread's last look (step B) found an action and kept it running.
+        self.let_go = {True: 0, False: 0}
+        let_go = self.scheduler._let_go
+
+        def counted_let_go() -> bool:
+            stopped = let_go()
+            self.let_go[stopped] += 1
+            return stopped
+
+        self.scheduler._let_go = counted_let_go  # type: ignore[method-assign]
+        self.inboxes: list[queue.SimpleQueue[Optional[TimerStep]]] = [
+            queue.SimpleQueue() for _ in range(2 * self.CALLERS)
+        ]
+        self.callers = [
+            threading.Thread(target=self.caller, args=(inbox,), name=f"caller-{n}")
+            for n, inbox in enumerate(self.inboxes)
+        ]
+
+    def action(self, trial: int, key: int) -> Callable[[], None]:
+        def run() -> None:
+            with self.lock:
+                self.active += 1
+                self.overlaps += self.active > 1  # two threads running actions at once
+                self.runs[key] = self.runs.get(key, 0) + 1
+                self.runner_of[key] = threading.current_thread()
+                self.active -= 1
+                self.remaining[trial] -= 1
+                last = self.remaining[trial] == 0
+            if last:
+                self.fire[trial + 1].set()  # the next trial's callers: go, now
+                for _ in range(self.linger[trial]):
+                    pass
+                self.done[trial].set()
+
+        return run
+
+    def caller(self, inbox: queue.SimpleQueue[Optional[TimerStep]]) -> None:
+        while True:
+            step = inbox.get()
+            if step is None:
+                return
+            trial, key, spin, due_in = step
+            assert self.fire[trial].wait(WAIT)
+            for _ in range(spin):  # a random head start
+                pass
+            self.scheduler.call_later(due_in, self.action(trial, key))
+
+    def hand_out(self, trial: int, first_key: int) -> int:
+        """Give trial *trial*'s steps to callers of its group; they wait to be fired."""
+        rng = self.rng
+        group = self.inboxes[(trial % 2) * self.CALLERS : (trial % 2 + 1) * self.CALLERS]
+        chosen = rng.sample(group, rng.randint(1, self.CALLERS))
+        self.remaining[trial] = len(chosen)
+        for n, inbox in enumerate(chosen):
+            due_in = rng.choice((0.0, 0.0, 0.0, 0.0001, 0.001))
+            self.keys[trial].append(first_key + n)
+            inbox.put((trial, first_key + n, rng.randrange(300), due_in))
+        return first_key + len(chosen)
+
+    def run(self, time_cap: float) -> int:
+        """Run the trials (or as many as *time_cap* allows); returns how many ran."""
+        for thread in self.callers:
+            thread.start()
+        deadline = time.monotonic() + time_cap
+        handed = ran = 0
+        try:
+            key = 0
+            while handed < min(2, self.trials):
+                key = self.hand_out(handed, key)
+                handed += 1
+            self.fire[0].set()
+            while ran < handed:
+                assert self.done[ran].wait(WAIT), f"an action of trial {ran} never ran"
+                ran += 1
+                if handed < self.trials and time.monotonic() < deadline:
+                    key = self.hand_out(handed, key)
+                    handed += 1
+        finally:
+            for inbox in self.inboxes:
+                inbox.put(None)
+            for thread in self.callers:
+                thread.join(WAIT)
+        return ran
+
+
+@pytest.mark.stress
+def test_timer_idle_exit_races_call_at() -> None:
+    """No action scheduled while the timer thread decides to exit is lost or run twice.
+
+    Each is seen by the thread that was about to exit (which then stays), or starts a
+    new one; never both, never neither, and never two threads running actions at once.
+    """
+    sys.setswitchinterval(1e-6)
+    campaign = TimerCampaign(1357, trials(3000))
+    ran = campaign.run(TIME_CAP)
+    keys = [k for trial in campaign.keys[:ran] for k in trial]
+    assert campaign.runs == dict.fromkeys(keys, 1)  # each exactly once
+    assert campaign.overlaps == 0
+    wait_for(lambda: campaign.scheduler._thread is None, "the idle timer thread to exit")
+    for runner in set(campaign.runner_of.values()):
+        runner.join(WAIT)
+        assert not runner.is_alive()
+    # Both outcomes, or the race was not exercised: a trial whose first action was run
+    # by the thread that ran the trial before (caught before it let go), and one whose
+    # first action had to start a new thread.
+    kept = restarted = 0
+    for before, trial in zip(campaign.keys[: ran - 1], campaign.keys[1:ran]):
+        same = campaign.runner_of[trial[0]] is campaign.runner_of[before[-1]]
+        kept += same
+        restarted += not same
+    assert kept > 0 and restarted > 0, (kept, restarted)
+    print(
+        f"timer campaign: {ran} trials, {len(keys)} actions, {campaign.scheduler.starts}"
+        f" threads started, kept {kept}, restarted {restarted}; the exiting thread's last"
+        f" look found an action {campaign.let_go[False]} times"
+    )

@@ -97,7 +97,7 @@ class TestTimeout:
         assert first_started.wait(WAIT)
         ran = threading.Event()
         second = ex.submit(ran.set)
-        ex._stop_new_tasks = "shutdown"  # what shutdown(cancel_running=True) sets first
+        ex._stop_new_tasks.append("shutdown")  # what shutdown(cancel_running=True) sets first
         gate.set()
         assert second.wait_stopped(WAIT)
         assert second.cancelled() and not ran.is_set()
@@ -304,3 +304,35 @@ class TestInterpreterExit:
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == "7"
+
+
+def test_a_worker_whose_task_returns_as_it_is_abandoned_leaves_and_is_replaced() -> None:
+    # The ABANDON transition is the decision; the escalation looks for the worker only
+    # after it. Here the task returns in between (the escalation never finds the
+    # worker): the worker itself must leave the pool, replaced, and take no other task.
+    from cancelpool._future import ABANDON
+
+    ex = CancellableThreadPoolExecutor(max_workers=1)
+    try:
+        started, release = threading.Event(), threading.Event()
+
+        def task() -> int:
+            started.set()
+            release.wait(WAIT)
+            return threading.get_ident()
+
+        future = ex.submit(task)
+        assert started.wait(WAIT)
+        (worker,) = ex._threads
+        assert future.cancel()
+        assert future._transition(ABANDON)  # what Ladder.abandon() does first
+        release.set()
+        assert future.wait_stopped(WAIT)
+        worker.join(WAIT)
+        assert not worker.is_alive() and worker.abandoned
+        assert worker not in ex._threads and worker in ex._abandoned
+        next_task = ex.submit(threading.get_ident)
+        assert next_task.result(WAIT) != worker.ident
+        assert len(ex._threads) == 1
+    finally:
+        ex.shutdown(timeout=WAIT)

@@ -11,7 +11,33 @@ What we use and why:
     in ``_waiters`` and the done-callbacks in ``_done_callbacks``; ``_invoke_callbacks``
     runs them. Cancelling a *running* future has no public API, so our subclass performs
     the same steps that ``cancel()`` and ``set_running_or_notify_cancel()`` perform for
-    a pending one. These names have been stable from 3.2 to 3.14.
+    a pending one. These names have been stable from 3.2 to 3.15 (and in PyPy 3.9).
+
+``ThreadPoolExecutor`` attributes set by ``__init__``
+    ``_max_workers``, ``_work_queue`` (a ``SimpleQueue``), ``_idle_semaphore``,
+    ``_threads``, ``_broken``, ``_shutdown``, ``_shutdown_lock``, ``_thread_name_prefix``:
+    we let the stdlib's ``__init__`` set them (third-party code reads some of them) and
+    use them as its own methods do. Stable from 3.9 to 3.15.
+
+Worker start-up: ``_initializer``/``_initargs`` (3.9-3.13), the worker context (3.14+)
+    Up to 3.13 ``__init__`` stores ``_initializer`` and ``_initargs``, and each worker
+    calls ``initializer(*initargs)`` before taking tasks. 3.14 (gh-124694, which added
+    ``InterpreterPoolExecutor``) replaced them with a protocol: the classmethod
+    ``ThreadPoolExecutor.prepare_context(initializer, initargs, **ctxkwargs)`` (it checks
+    the initializer: ``TypeError("initializer must be a callable")``) returns
+    ``(create_context, resolve_task)``, which ``__init__`` stores as
+    ``_create_worker_context`` and ``_resolve_work_item_task``; ``submit()`` turns each
+    call into ``task = _resolve_work_item_task(fn, args, kwargs)``; each new worker gets
+    ``ctx = _create_worker_context()``, calls ``ctx.initialize()`` (if it raises: the
+    pool is broken), runs every task as ``ctx.run(task)``, and calls ``ctx.finalize()``
+    when it exits; a broken pool raises the class attribute ``BROKEN``
+    (``BrokenThreadPool``). ``InterpreterPoolExecutor`` is a subclass that overrides
+    ``prepare_context``. 3.15 keeps it unchanged. The adapter below gives a worker the
+    same three steps on every version (``new_worker_context``, ``context_runner``,
+    ``task_resolver``); on 3.9-3.13 the task is called directly, at no extra cost.
+    ``CONTEXT_RUN_CODE``, the code of the stdlib's ``WorkerContext.run``, is the frame
+    that calls a task's function there; ``cancelpool._inject`` may land an interrupt in
+    it (it holds no lock: it unpacks the task and calls it).
 
 ``threading._register_atexit``
     Runs a function at interpreter exit *before* non-daemon threads are joined. The
@@ -32,7 +58,13 @@ What we use and why:
     cancel can wake exactly that one thread: a ``notify_all()`` would also wake every
     other waiter, and ``Event.wait`` and ``Future.result`` wait once and trust the
     wake-up (``Future.result(None)`` would raise ``TimeoutError``). The same code in
-    CPython 3.9 to 3.13 and in PyPy's ``threading.py``.
+    CPython 3.9 to 3.15 and in PyPy's ``threading.py``.
+
+``threading.Thread``'s own attribute names
+    Our ``WorkerThread`` subclasses ``Thread``, so an attribute of ours named like one of
+    ``Thread``'s private ones replaces it: 3.14 added ``Thread._context`` (the
+    ``contextvars`` context the thread runs in), and a worker with a ``_context`` of its
+    own could not start. ``tests/test_compat.py`` checks that none of ours is Thread's.
 
 ``threading.Event._cond``
     The condition that ``Event.wait`` waits on and ``set()`` notifies.
@@ -47,6 +79,13 @@ What we use and why:
     ``PriorityQueue``, users') to override. 3.13 added ``is_shutdown`` and
     ``queue.ShutDown``; before that neither exists and a queue is never shut down.
 
+Relied on elsewhere, and checked where they are used
+    The bytecode of a ``with`` block's exit (``cancelpool._inject.cleanup_offsets``: the
+    three ``None`` arguments of ``__exit__`` are ``LOAD_CONST`` up to 3.14 and
+    ``LOAD_COMMON_CONSTANT`` on 3.15; ``tests/test_inject.py``), and the closure
+    ``asyncio.futures._chain_future.<locals>._call_set_state`` (``cancelpool._asyncio``;
+    ``tests/test_asyncio.py``).
+
 The public ``concurrent.futures.thread.BrokenThreadPool`` and
 ``concurrent.futures.TimeoutError`` are imported from here too, so that the module that
 needs them names one place.
@@ -58,32 +97,44 @@ import _thread
 import queue
 import threading
 from collections import deque
-from concurrent.futures import Future, _base
+from concurrent.futures import Future, ThreadPoolExecutor, _base
 from concurrent.futures import TimeoutError as FuturesTimeoutError
+from concurrent.futures import thread as _futures_thread
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any, Callable, Optional, TypeVar
+from types import CodeType
+from typing import Any, Callable, Optional, Protocol, TypeVar
 
 __all__ = (
     "CANCELLED",
     "CANCELLED_AND_NOTIFIED",
+    "CONTEXT_RUN_CODE",
     "FINISHED",
     "PENDING",
     "RUNNING",
+    "WORKER_CONTEXT",
     "BrokenThreadPool",
     "FuturesTimeoutError",
+    "InitializerContext",
     "QueueShutDown",
+    "TaskResolver",
+    "TaskRunner",
+    "WorkerContext",
     "condition_acquire_restore",
     "condition_is_owned",
     "condition_release_save",
     "condition_waiters",
+    "context_runner",
     "daemon_threads_allowed",
     "event_condition",
     "future_condition",
+    "new_worker_context",
     "queue_is_shutdown",
     "queue_not_empty",
     "queue_size",
     "queue_take",
     "register_atexit",
+    "reject_context_kwargs",
+    "task_resolver",
 )
 
 T = TypeVar("T")
@@ -167,3 +218,93 @@ def queue_take(q: queue.Queue[T]) -> T:
     item = q._get()
     q.not_full.notify()
     return item
+
+
+# ---------------------------------------------------------------- worker start-up
+
+#: Whether workers start through the worker-context protocol (3.14+; see the docstring).
+WORKER_CONTEXT: bool = hasattr(ThreadPoolExecutor, "prepare_context")
+
+#: Calls a task as ``ctx.run(task)`` does (3.14+).
+TaskRunner = Callable[[Any], Any]
+#: Turns ``(fn, args, kwargs)`` into a task at submit, as ``_resolve_work_item_task``.
+TaskResolver = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
+
+
+class WorkerContext(Protocol):
+    """What a worker calls on its context at start and exit (3.14's protocol)."""
+
+    def initialize(self) -> None:
+        """Prepare the worker's thread; if it raises, the pool is broken."""
+
+    def finalize(self) -> None:
+        """Release what ``initialize()`` set up; called when the worker exits."""
+
+
+class InitializerContext:
+    """3.9-3.13: the worker-context protocol over ``_initializer`` and ``_initargs``.
+
+    There, as in the stdlib, the initializer is all there is to a worker's start, and
+    nothing is done at its exit.
+    """
+
+    __slots__ = ("initargs", "initializer")
+
+    def __init__(
+        self, initializer: Optional[Callable[..., object]], initargs: tuple[Any, ...]
+    ) -> None:
+        self.initializer = initializer
+        self.initargs = initargs
+
+    def initialize(self) -> None:
+        """Call ``initializer(*initargs)``, if there is an initializer."""
+        if self.initializer is not None:
+            self.initializer(*self.initargs)
+
+    def finalize(self) -> None:
+        """Nothing to release."""
+
+
+if WORKER_CONTEXT:
+    CONTEXT_RUN_CODE: Optional[CodeType] = _futures_thread.WorkerContext.run.__code__  # type: ignore[attr-defined]
+
+    def new_worker_context(executor: ThreadPoolExecutor) -> WorkerContext:
+        """The context for a worker about to start: ``executor._create_worker_context()``."""
+        ctx: WorkerContext = executor._create_worker_context()  # type: ignore[attr-defined]
+        return ctx
+
+    def context_runner(ctx: WorkerContext) -> Optional[TaskRunner]:
+        """What runs a task in *ctx*: its ``run`` method."""
+        run: TaskRunner = ctx.run  # type: ignore[attr-defined]
+        return run
+
+    def task_resolver(executor: ThreadPoolExecutor) -> Optional[TaskResolver]:
+        """What makes a task at submit: ``executor._resolve_work_item_task``."""
+        resolve: TaskResolver = executor._resolve_work_item_task  # type: ignore[attr-defined]
+        return resolve
+
+    def reject_context_kwargs(cls: type, ctxkwargs: dict[str, Any]) -> None:
+        """Nothing to reject: ``__init__`` passes *ctxkwargs* on to ``prepare_context``."""
+
+else:
+    CONTEXT_RUN_CODE = None
+
+    def new_worker_context(executor: ThreadPoolExecutor) -> WorkerContext:
+        """The context for a worker about to start, over the executor's initializer."""
+        return InitializerContext(executor._initializer, executor._initargs)
+
+    def context_runner(ctx: WorkerContext) -> Optional[TaskRunner]:
+        """None: the worker calls ``fn(*args, **kwargs)`` itself."""
+        return None
+
+    def task_resolver(executor: ThreadPoolExecutor) -> Optional[TaskResolver]:
+        """None: a work item keeps ``fn``, ``args`` and ``kwargs``, nothing else."""
+        return None
+
+    def reject_context_kwargs(cls: type, ctxkwargs: dict[str, Any]) -> None:
+        """Raise the ``TypeError`` of an unknown keyword: ``**ctxkwargs`` is 3.14+."""
+        if ctxkwargs:
+            name = next(iter(ctxkwargs))
+            raise TypeError(
+                f"{cls.__name__}.__init__() got an unexpected keyword argument {name!r}"
+            )

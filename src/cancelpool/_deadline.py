@@ -10,11 +10,11 @@ deadline still ahead, if any task is running with one.
 
 A task that ends in time needs nothing withdrawn: its worker no longer names it, and
 EXPIRE of a future that is done does nothing. So a deadline costs a task one clock read,
-one attribute write and one comparison. (Scheduling and withdrawing a timer entry per
-task cost 1.2 µs, measured: most of what a no-op task may cost beyond the stdlib's.)
-While tasks with deadlines keep running, the timer thread wakes about once per deadline
-length (at the earliest deadline among the running tasks), never per task; when none is
-running it does not wake.
+one attribute write, and one comparison with a value read from a deque. (Scheduling and
+withdrawing a timer entry per task cost 1.2 µs, measured: most of what a no-op task may
+cost beyond the stdlib's.) While tasks with deadlines keep running, the timer thread
+wakes about once per deadline length (at the earliest deadline among the running tasks),
+never per task; when none is running it does not wake.
 
 A deadline counted from submission (``timeout_from="submit"``) covers time spent queued,
 where no worker names the task, so it keeps a timer entry of its own
@@ -22,16 +22,28 @@ where no worker names the task, so it keeps a timer entry of its own
 
 Locking protocol
 ----------------
-``_lock`` guards ``armed_at`` and ``_handle`` for writers; workers read ``armed_at``
-without it. Why no deadline is missed: a worker publishes its item (``current_item``),
-writes ``_deadline_at``, *then* reads ``armed_at``; a check sets ``armed_at`` to infinity
-under the lock, *then* reads each worker's item and its ``_deadline_at``. If the worker's
-read came first, its writes did too and the check sees the deadline (and schedules a
-check for it); if it came after, the worker sees a time no earlier than the check will
-schedule, or infinity, and schedules a check itself when its deadline is earlier. A
-worker that starts its next task after the check read its item is the second case. This
-relies on the GIL ordering the two threads' steps, as every interpreter we support has
-one (``cancelpool._timer.Scheduler.call_at`` relies on the same).
+``_lock`` guards ``_handle`` and every write of the time the next check is scheduled
+for (``armed_at``), which lives in ``_armed``, a one-slot deque; workers read it without
+the lock, through the deque.
+
+Why no deadline is missed, with or without a GIL: a worker publishes its item
+(``current_item``) and writes ``_deadline_at``, *then* reads ``_armed[0]``; a check
+appends infinity to ``_armed`` (under the lock), *then* reads each worker's item and its
+``_deadline_at``. The read and the append are operations on the same deque, each atomic
+under that deque's own lock (the GIL, or its per-object lock on a free-threaded build:
+see ``cancelpool._timer``), so one comes first, and a lock orders what each thread did
+before it with what the other does after it. Every time other than infinity that a
+worker can read is followed by a check that appends infinity and then reads the workers:
+the check scheduled for it, or, if an ``_arm`` replaced it by an earlier time, the check
+scheduled for that one (``check_now`` is a check too). A worker whose read came before
+that append has its writes seen by that check, which expires its task or schedules a
+check for it. A worker whose read came after it reads infinity, or a time appended later
+(covered the same way), and schedules a check itself when its deadline is earlier. A
+worker that starts its next task after the check read its item is the second case.
+
+A lock taken by every worker for every task would do the same, but makes them queue up
+on it (measured, 8 threads starting tasks at once: 0.45-1.6 µs a start, against
+0.13-0.22 µs with the deque, on 3.9 and 3.13).
 
 A forked child has none of the parent's scheduled actions (``cancelpool._timer``): every
 watch forgets its check there, so an executor used in the child schedules its own.
@@ -44,6 +56,7 @@ import math
 import os
 import threading
 import weakref
+from collections import deque
 from typing import TYPE_CHECKING, Optional
 
 from ._timer import Scheduler, TimerHandle
@@ -60,7 +73,7 @@ LOGGER = logging.getLogger("cancelpool")
 class DeadlineWatch:
     """Expires the deadlines of the tasks an executor's workers are running."""
 
-    __slots__ = ("__weakref__", "_clock", "_handle", "_lock", "_scheduler", "_workers", "armed_at")
+    __slots__ = ("__weakref__", "_armed", "_clock", "_handle", "_lock", "_scheduler", "_workers")
 
     def __init__(self, scheduler: Scheduler, workers: set[WorkerThread]) -> None:
         """Watch the tasks of *workers* (the executor's live set), on *scheduler*."""
@@ -68,10 +81,16 @@ class DeadlineWatch:
         self._clock = scheduler.clock
         self._workers = workers
         self._lock = threading.Lock()
-        #: When the next check is scheduled (infinity: none is).
-        self.armed_at = math.inf
+        #: When the next check is scheduled (infinity: none is), in a one-slot deque:
+        #: written under ``_lock``, read by workers without it (module docstring).
+        self._armed: deque[float] = deque((math.inf,), maxlen=1)
         self._handle: Optional[TimerHandle] = None
         _watches.add(self)
+
+    @property
+    def armed_at(self) -> float:
+        """When the next check is scheduled (infinity: none is)."""
+        return self._armed[0]
 
     def start(self, future: CancellableFuture[object], timeout: float) -> None:
         """A worker starts *future*'s task, which must end within *timeout* seconds.
@@ -81,23 +100,54 @@ class DeadlineWatch:
         """
         at = self._clock() + timeout
         future._deadline_at = at
-        if at < self.armed_at:  # no check is scheduled by then: schedule one
+        # Read through the deque, after the writes: the module docstring says why.
+        if at < self._armed[0]:  # no check is scheduled by then: schedule one
             self._arm(at)
 
     def _arm(self, at: float) -> None:
         with self._lock:
-            if at >= self.armed_at:
+            if at >= self._armed[0]:
                 return  # another thread scheduled an earlier check meanwhile
             if self._handle is not None:
                 self._handle.cancel()
-            self.armed_at = at
+            self._armed.append(at)
             self._handle = self._scheduler.call_at(at, self._check)
 
     def _check(self) -> None:
         """The timer action: expire what is due, schedule the check after that."""
         with self._lock:
-            self.armed_at = math.inf
+            self._armed.append(math.inf)  # before reading the workers: module docstring
             self._handle = None
+        self._scan()
+
+    def close(self) -> None:
+        """Leave nothing on the timer that no running task needs.
+
+        For ``shutdown()``, once its workers have exited: the executor's check stays
+        scheduled after its tasks end (a task that ends in time withdraws nothing), and
+        deadlines counted from submission stay in the timer's heap, withdrawn, until due;
+        either would keep the timer thread alive until then. This checks now
+        (``check_now``) and has the timer drop withdrawn actions (``Scheduler.tidy``), so
+        that its thread exits when idle. Safe at any time: the watch keeps working.
+        """
+        self.check_now()
+        self._scheduler.tidy()
+
+    def check_now(self) -> None:
+        """Check now, in this thread, instead of at the scheduled time.
+
+        Expires what is due and leaves a check scheduled only if a task with a deadline
+        is still running. Safe at any time, by the same argument as a scheduled check.
+        """
+        with self._lock:
+            handle, self._handle = self._handle, None
+            self._armed.append(math.inf)  # before reading the workers: module docstring
+        if handle is not None:
+            handle.cancel()
+        self._scan()
+
+    def _scan(self) -> None:
+        """Expire the running tasks whose deadline has passed; schedule the next check."""
         now = self._clock()
         due: list[CancellableFuture[object]] = []
         after = math.inf
@@ -134,7 +184,7 @@ class DeadlineWatch:
         # The scheduled check was in the parent's timer heap, which the child's is not
         # (Scheduler._after_fork_in_child): none is scheduled here.
         self._lock = threading.Lock()
-        self.armed_at = math.inf
+        self._armed = deque((math.inf,), maxlen=1)
         self._handle = None
 
 

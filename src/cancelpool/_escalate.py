@@ -296,9 +296,10 @@ class Ladder:
 
 
 def _run_task_code() -> Any:
-    from ._worker import WorkerThread
+    # The frame that calls the task's function: the stack above it is the task's.
+    from ._worker import TASK_CALLER_CODE
 
-    return WorkerThread.run_task.__code__
+    return TASK_CALLER_CODE
 
 
 def find_worker(future: CancellableFuture[Any]) -> Optional[WorkerThread]:

@@ -9,7 +9,8 @@ What we override and why (everything else is inherited):
 ``submit``
     makes a ``CancellableFuture`` bound to the task; rejects a non-callable ``fn``.
 ``_adjust_thread_count``, ``_initializer_failed``
-    start our ``WorkerThread`` instead of the stdlib's ``_worker``; fail queued futures
+    start our ``WorkerThread`` instead of the stdlib's ``_worker`` (with the worker
+    context the stdlib would give it, see ``cancelpool._compat``); fail queued futures
     through their state machine, outside the executor's lock.
 ``shutdown``
     adds ``timeout=`` and ``cancel_running=``, and returns the tasks still running.
@@ -31,16 +32,23 @@ from __future__ import annotations
 
 import itertools
 import queue
+import sys
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar, Union
 
 from . import _worker
-from ._compat import BrokenThreadPool
+from ._compat import (
+    WORKER_CONTEXT,
+    BrokenThreadPool,
+    new_worker_context,
+    reject_context_kwargs,
+    task_resolver,
+)
 from ._current import _slot
 from ._deadline import DeadlineWatch
 from ._escalate import Policy
@@ -48,12 +56,12 @@ from ._future import (
     DROP,
     CancellableFuture,
 )
-from ._options import ExecutorView, TaskOptions
+from ._options import ExecutorView, TaskOptions, _handoff, submit_with, submits_plainly
 from ._stats import ExecutorStatistics, SharedCounts
 from ._timer import get_scheduler
 from ._token import CancelToken
 from ._validate import DEFAULT, _Default, check_bool, check_callable, check_timeout
-from ._worker import WorkerThread, WorkItem
+from ._worker import WorkerThread, WorkItem, work_item_factory
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -95,7 +103,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
       when that task is (``inherit_token=False`` or ``with_options(inherit=False)`` to
       opt out).
     * ``map()`` takes ``buffersize=`` (3.14's bounded prefetch) on every version.
-    * Constructor arguments of the wrong type raise ``TypeError`` naming the argument.
+    * Constructor arguments of the wrong type raise ``TypeError`` naming the argument
+      (on 3.14+, *initializer* and *initargs* are checked by ``prepare_context()``, as
+      in the stdlib).
     * Worker threads are daemon threads that the executor's own exit hook joins, as the
       stdlib's hook joins its workers: queued work still completes at interpreter exit,
       but for at most ``exit_timeout`` seconds (the stdlib waits for ever), and tasks
@@ -106,7 +116,10 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             for this Python (``min(32, cpu count + 4)``).
         thread_name_prefix: Prefix of the worker threads' names.
         initializer: Called with *initargs* at the start of each worker thread; if it
-            raises, the pool is broken, as in the stdlib.
+            raises, the pool is broken, as in the stdlib. On 3.14+ workers start through
+            the stdlib's worker-context protocol, as ``ThreadPoolExecutor``'s do: a
+            subclass that overrides ``prepare_context`` gets its context's
+            ``initialize()``, ``run(task)`` and ``finalize()`` called.
         initargs: Arguments for *initializer*.
         force: Whether a plain ``cancel()`` of a running task escalates (per call:
             ``cancel(force=...)``). Default False: cooperative only.
@@ -121,9 +134,12 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             deadline. See :meth:`with_options` for what a deadline does.
         inherit_token: Whether a task submitted from inside another cancelpool task (to
             any ``CancellableThreadPoolExecutor``) is cancelled when that task is.
+        **ctxkwargs: 3.14+ only: passed on to ``prepare_context()``, as by the stdlib.
 
     Raises:
-        TypeError: an argument has the wrong type.
+        TypeError: an argument has the wrong type, *initializer* is not callable (3.14+:
+            ``prepare_context()``'s error), or an unknown keyword argument is given
+            (3.14+: ``prepare_context()``'s error).
         ValueError: *max_workers* is not greater than 0, or a delay is negative or NaN.
     """
 
@@ -132,6 +148,10 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     _work_queue: queue.SimpleQueue[Optional[WorkItem]]  # type: ignore[assignment]
     _threads: set[WorkerThread]
     _broken: Union[bool, str]  # type: ignore[assignment]
+
+    #: What a broken pool raises: 3.14's class attribute (a subclass may set its own),
+    #: defined here on every version so that one code path raises it.
+    BROKEN: type[BrokenThreadPool] = BrokenThreadPool
 
     def __init__(
         self,
@@ -146,7 +166,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         exit_timeout: Optional[float] = 5.0,
         task_timeout: Optional[float] = None,
         inherit_token: bool = True,
+        **ctxkwargs: Any,
     ) -> None:
+        reject_context_kwargs(type(self), ctxkwargs)  # before 3.14 there are none
         if max_workers is not None:
             if isinstance(max_workers, bool) or not isinstance(max_workers, int):
                 raise TypeError(f"max_workers must be an int or None, got {max_workers!r}")
@@ -154,10 +176,13 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 raise ValueError(f"max_workers must be greater than 0, got {max_workers!r}")
         if not isinstance(thread_name_prefix, str):
             raise TypeError(f"thread_name_prefix must be a str, got {thread_name_prefix!r}")
-        if initializer is not None:
-            check_callable("initializer", initializer)
-        if not isinstance(initargs, tuple):
-            raise TypeError(f"initargs must be a tuple, got {initargs!r}")
+        if not WORKER_CONTEXT:
+            # 3.14+ leaves these to prepare_context() (called by the stdlib's __init__):
+            # the stdlib's checks and errors, or a subclass's, which may accept more.
+            if initializer is not None:
+                check_callable("initializer", initializer)
+            if not isinstance(initargs, tuple):
+                raise TypeError(f"initargs must be a tuple, got {initargs!r}")
         check_bool("force", force)
         grace_s = check_timeout("grace", grace, allow_none=False)
         abandon_s = check_timeout("abandon_after", abandon_after, allow_none=False)
@@ -168,7 +193,10 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             timeout=check_timeout("task_timeout", task_timeout),
             inherit=check_bool("inherit_token", inherit_token),
         )
-        super().__init__(max_workers, thread_name_prefix, initializer, initargs)
+        super().__init__(max_workers, thread_name_prefix, initializer, initargs, **ctxkwargs)
+        # What submit() queues: a WorkItem, or on 3.14+ one whose task is resolved by
+        # the resolver prepare_context() returned (read here, once).
+        self._new_work_item = work_item_factory(task_resolver(self))
         self._counts = SharedCounts()
         self._policy = Policy(
             self,
@@ -184,8 +212,11 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         # still count); they are no longer in _threads.
         self._abandoned: list[WorkerThread] = []
         # Set by shutdown(cancel_running=True): the reason to cancel any task a worker
-        # takes from now on with. Read by workers without a lock (see _worker).
-        self._stop_new_tasks: Optional[str] = None
+        # takes from now on with. A one-slot deque, not an attribute: a worker reads it
+        # without a lock after publishing its task, shutdown() appends to it before it
+        # scans the workers, and operations on one deque are ordered on every build, so
+        # one of the two sees the other without a GIL too (WorkerThread.run_task).
+        self._stop_new_tasks: deque[Optional[str]] = deque((None,), maxlen=1)
         # Worker names count up, so a name is never reused within one executor.
         self._worker_numbers = itertools.count()
 
@@ -201,6 +232,12 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         task is (unless ``inherit_token=False``). The executor's ``task_timeout``
         applies; other per-task options go through :meth:`with_options`.
 
+        As in the stdlib, every task this executor queues goes through this method:
+        ``map()``'s calls and those of :meth:`with_options` views too, so that an
+        override in a subclass or a wrapper set on the instance sees them all. A view's
+        options reach the task even when such a hook wraps *fn* and then calls this
+        method (see ``cancelpool._options`` for how, and why that is safe).
+
         Returns:
             The future of the call.
 
@@ -209,7 +246,13 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             RuntimeError: the executor was shut down, or the interpreter is exiting.
             concurrent.futures.thread.BrokenThreadPool: a worker's initializer failed.
         """
-        return self._submit(fn, args, kwargs, self._options)
+        # The options a view handed over for this call, if any: taken (read and cleared)
+        # first thing, before anything can raise, so no other submit can get them.
+        pending = _handoff.pending
+        if pending is None or pending[0] is not self:
+            return self._submit(fn, args, kwargs, self._options)
+        _handoff.pending = None
+        return self._submit(fn, args, kwargs, pending[1])
 
     def _submit(
         self,
@@ -225,11 +268,13 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         )
         with self._shutdown_lock, _worker.global_shutdown_lock:
             if self._broken:
-                raise BrokenThreadPool(self._broken)
+                raise self.BROKEN(self._broken)
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _worker.is_global_shutdown():
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            # 3.14+: the task is resolved here, as in the stdlib (it may raise).
+            item = self._new_work_item(future, fn, args, kwargs)
             if options.timeout is not None and options.timeout_from == "submit":
                 future._arm_deadline(options)
             # Follow the group's token and the submitting task's before the task is
@@ -244,7 +289,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 )
             elif options.token is not None:
                 future._follow((options.token,))
-            self._work_queue.put(WorkItem(future, fn, args, kwargs))
+            self._work_queue.put(item)
             self._counts.submitted += 1  # we hold _shutdown_lock, its writers' lock
             self._adjust_thread_count()
         return future
@@ -318,9 +363,12 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         before the end, every future it has not yielded yet is cancelled with reason
         ``"map"``, running ones included.
 
+        Each call is submitted through ``self.submit(fn, *args)``, as in the stdlib, so
+        that an override or a wrapper of ``submit`` sees every call.
+
         Raises:
             TypeError: *fn* is not callable, *timeout* not a number, or *buffersize* not
-                an int or None.
+                an int or None (a bool neither).
             ValueError: *timeout* is negative or NaN, or *buffersize* less than 1.
         """
         return self._map(self._options, fn, iterables, timeout, buffersize)
@@ -337,10 +385,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         check_callable("fn", fn)
         seconds = check_timeout("timeout", timeout)
         if buffersize is not None:
-            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
-                raise TypeError(f"buffersize must be an int or None, got {buffersize!r}")
-            if buffersize < 1:
-                raise ValueError(f"buffersize must be None or > 0, got {buffersize!r}")
+            _check_buffersize(buffersize)
         end_time = None if seconds is None else seconds + time.monotonic()
         arguments = zip(*iterables)
         refill: Optional[_Refill[T]] = None
@@ -348,14 +393,19 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         if buffersize is not None:
             first = itertools.islice(arguments, buffersize)
             refill = _Refill(self, options, fn, arguments)
-        futures: list[CancellableFuture[T]] = []
+        # Future, not CancellableFuture: a hook on submit() may return another kind.
+        futures: list[Future[T]] = []
+        # Loops, not comprehensions: the except below needs what was submitted.
         try:
-            for args in first:
-                # A loop, not a comprehension: the except below needs what was submitted.
-                futures.append(self._submit(fn, args, {}, options))  # noqa: PERF401
+            if submits_plainly(self, options):  # as the stdlib's map, at its cost
+                for args in first:
+                    futures.append(self.submit(fn, *args))  # noqa: PERF401
+            else:
+                for args in first:
+                    futures.append(submit_with(self, options, fn, args, {}))  # noqa: PERF401
         except BaseException:
             for future in reversed(futures):
-                future.cancel(reason="map")
+                _cancel(future)
             raise
         return _MapIterator(futures, end_time, refill)
 
@@ -375,12 +425,13 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     def _start_worker(self, weakref_cb: Callable[[object], None]) -> None:
         """Start one more worker. Call under ``_shutdown_lock`` and the global lock."""
         name = f"{self._thread_name_prefix or self}_{next(self._worker_numbers)}"
+        # As the stdlib, each worker gets a context of its own, made here (3.14+: by
+        # _create_worker_context(); before: over _initializer and _initargs).
         worker = WorkerThread(
             name,
             weakref.ref(self, weakref_cb),
             self._work_queue,
-            self._initializer,
-            self._initargs,
+            new_worker_context(self),
             self._deadlines,
         )
         worker.start()
@@ -421,7 +472,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             self._broken = "A thread initializer failed, the thread pool is not usable anymore"
             items = self._drain_queue()
         for item in items:
-            item.future._transition(DROP, exception=BrokenThreadPool(self._broken))
+            item.future._transition(DROP, exception=self.BROKEN(self._broken))
 
     def _drain_queue(self) -> list[WorkItem]:
         """Take every queued item off the queue. Call under ``_shutdown_lock``."""
@@ -492,7 +543,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             self._shutdown = True
             if cancel_running:
                 # Before the scan below: see WorkerThread.run_task.
-                self._stop_new_tasks = "shutdown"
+                self._stop_new_tasks.append("shutdown")
             dropped = self._drain_queue() if cancel_futures else []
             # Wake workers blocked on the queue so they see _shutdown and exit.
             self._work_queue.put(None)
@@ -510,6 +561,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                     worker.join()
                 else:
                     worker.join(max(0.0, deadline - time.monotonic()))
+        # Nothing of ours stays on the timer that no running task needs, so its thread
+        # exits once idle (a pending deadline check would keep it until due).
+        self._deadlines.close()
         return self._still_running(workers + [w for w in self._abandoned if w not in workers])
 
     def _cancel_running(
@@ -609,11 +663,11 @@ class _MapIterator(Iterator[T]):
 
     def __init__(
         self,
-        futures: list[CancellableFuture[T]],
+        futures: list[Future[T]],
         end_time: Optional[float],
         refill: Optional[_Refill[T]],
     ) -> None:
-        self._futures: deque[CancellableFuture[T]] = deque(futures)
+        self._futures: deque[Future[T]] = deque(futures)
         self._results = _map_results(self._futures, end_time, refill)
 
     def __next__(self) -> T:
@@ -627,7 +681,7 @@ class _MapIterator(Iterator[T]):
         # queued one in between. (If iteration had started, the generator's finally
         # already cancelled them in that order; these calls are then no-ops.)
         for future in reversed(self._futures):
-            future.cancel(reason="map")
+            _cancel(future)
         self._futures.clear()
 
 
@@ -635,7 +689,8 @@ class _Refill(Generic[T]):
     """``map(buffersize=...)``'s supply of further calls: submits the next one on demand.
 
     It refers to the executor weakly, as 3.14's ``map`` does, so that an unfinished
-    iterator does not keep an otherwise unreferenced executor alive.
+    iterator does not keep an otherwise unreferenced executor alive, and submits through
+    the executor's ``submit()``, as 3.14's does, so that hooks on it see these calls too.
     """
 
     __slots__ = ("_arguments", "_executor_ref", "_fn", "_options")
@@ -652,7 +707,7 @@ class _Refill(Generic[T]):
         self._fn = fn
         self._arguments = arguments
 
-    def next_future(self) -> Optional[CancellableFuture[T]]:
+    def next_future(self) -> Optional[Future[T]]:
         """Submit the next call; None when the arguments or the executor are gone."""
         executor = self._executor_ref()
         if executor is None:
@@ -660,11 +715,13 @@ class _Refill(Generic[T]):
         args = next(self._arguments, None)
         if args is None:
             return None
-        return executor._submit(self._fn, args, {}, self._options)
+        if submits_plainly(executor, self._options):
+            return executor.submit(self._fn, *args)
+        return submit_with(executor, self._options, self._fn, args, {})
 
 
 def _map_results(
-    futures: deque[CancellableFuture[T]],
+    futures: deque[Future[T]],
     end_time: Optional[float],
     refill: Optional[_Refill[T]],
 ) -> Generator[T, None, None]:
@@ -684,10 +741,10 @@ def _map_results(
             yield _result_or_cancel(futures.pop(), timeout)
     finally:
         for future in futures:
-            future.cancel(reason="map")
+            _cancel(future)
 
 
-def _result_or_cancel(future: CancellableFuture[T], timeout: Optional[float]) -> T:
+def _result_or_cancel(future: Future[T], timeout: Optional[float]) -> T:
     try:
         try:
             return future.result(timeout)
@@ -695,8 +752,48 @@ def _result_or_cancel(future: CancellableFuture[T], timeout: Optional[float]) ->
             # Timed out, the task raised, or the caller was interrupted: stop the task.
             # (After a normal return the future is finished and cancel() would be a
             # no-op; skipping it saves a lock round trip per item.)
-            future.cancel(reason="map")
+            _cancel(future)
             raise
     finally:
         # Break a reference cycle with the exception in future._exception (as stdlib).
         del future
+
+
+def _cancel(future: Future[Any]) -> None:
+    """Cancel one of ``map()``'s futures with reason ``"map"``.
+
+    A hook on ``submit()`` may have returned a future of another kind, whose ``cancel()``
+    takes no reason (the stdlib's ``map`` calls it so).
+    """
+    if isinstance(future, CancellableFuture):
+        future.cancel(reason="map")
+    else:
+        future.cancel()
+
+
+#: Whether the running Python's own ``Executor.map`` takes and checks ``buffersize``.
+_STDLIB_BUFFERSIZE = sys.version_info >= (3, 14)
+
+
+def _check_buffersize(buffersize: object) -> None:
+    """Check ``map()``'s *buffersize* (not None) as 3.14's ``Executor.map`` does.
+
+    On 3.14+ exactly as the stdlib there, messages included (its tests match them), so
+    whatever the stdlib's ``map`` takes, ours takes: a bool counts as an int (``True`` is
+    1, ``False`` fails as less than 1). Before 3.14, where the stdlib has no *buffersize*,
+    the same words with the bad value appended, and a bool is refused as the wrong type.
+
+    Raises:
+        TypeError: *buffersize* is not an int (or, before 3.14, is a bool).
+        ValueError: *buffersize* is less than 1.
+    """
+    if _STDLIB_BUFFERSIZE:
+        if not isinstance(buffersize, int):
+            raise TypeError("buffersize must be an integer or None")
+        if buffersize < 1:
+            raise ValueError("buffersize must be None or > 0")
+        return
+    if isinstance(buffersize, bool) or not isinstance(buffersize, int):
+        raise TypeError(f"buffersize must be an integer or None, got {buffersize!r}")
+    if buffersize < 1:
+        raise ValueError(f"buffersize must be None or > 0, got {buffersize!r}")

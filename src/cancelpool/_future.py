@@ -70,11 +70,21 @@ callback (``cancel()``) never runs under the future's lock.
 ``wait_stopped()`` waits on the same condition; every transition into a state whose code
 has stopped (``FINISHED``, ``STOPPED``, ``CANCELLED``) notifies it.
 
-Two fields are outside the lock on purpose. ``_deadline_at`` (when a deadline counted
-from the start passes) is written once by the task's worker before the task's code runs
-and read by the executor's deadline check (``cancelpool._deadline`` has the ordering);
-what the check decides from it goes through ``_transition`` (EXPIRE) like any event, so
-a stale read can only make it try to expire a task that has ended, which does nothing.
+Some fields are read or written outside the lock on purpose; each argument below holds
+without a GIL too (``docs/design.md``, "Without the GIL"): a plain attribute store or
+load is atomic there, but two threads may see two different attributes change in either
+order. ``_deadline_at`` (when a deadline counted from the start passes) is written once
+by the task's worker before the task's code runs and read by the executor's deadline
+check, ordered by the watch's one-slot deque (``cancelpool._deadline``); what the check
+decides from it goes through ``_transition`` (EXPIRE) like any event, so a stale read can
+only make it try to expire a task that has ended, which does nothing. ``_token`` is made
+under the lock and read without it first: a reader sees None (and looks again under the
+lock) or a token built before it was stored. ``_shield_depth`` and ``_interrupts_landed``
+are written only by the task's thread; the escalation reads them, and
+``_interrupts_sent``, to decide on interrupts, which exist only where a GIL does
+(``cancelpool._inject``). ``cancel()`` looks at ``_done_callbacks`` for an asyncio
+cancel message (``cancelpool._asyncio``): a callback added meanwhile is missed, and the
+reason is then the default.
 The lock itself is a ``FutureCondition`` (``cancelpool._condition``) for the futures the
 executor makes, a plain ``threading.Condition`` for ones user code makes.
 """
@@ -229,6 +239,10 @@ class CancellableFuture(Future[T]):
     _links: Optional[tuple[CallbackHandle, ...]] = None
     #: A task failed by its deadline while queued has since been taken off the queue.
     _dequeued = False
+    #: ABANDON happened (under the lock): the worker that completes the task must
+    #: leave the pool. Read by that worker after its COMPLETE, under the same lock's
+    #: order, so the decision is never missed (``_worker.WorkerThread.run_task``).
+    _was_abandoned = False
 
     @classmethod
     def _for_task(
@@ -559,6 +573,7 @@ class CancellableFuture(Future[T]):
                 if old != STOPPING_ and old != INTERRUPTED_:
                     return False
                 new = ABANDONED_
+                self._was_abandoned = True
                 self._count(new)
                 self._condition.notify_all()
             elif event == EXPIRE:

@@ -135,16 +135,51 @@ MECHANISM: str
 _send_exc: Optional[Callable[[int, object], int]] = None
 _send_null: Optional[Callable[[int, Optional[int]], int]] = None
 
-if platform.python_implementation() == "CPython" and hasattr(ctypes, "pythonapi"):
+
+def gil_disabled() -> bool:
+    """Whether other threads may run Python code at the same time as this one.
+
+    True on a free-threaded build (3.13t+) whose GIL is off, or whose GIL is on only
+    for now: unless forced on for the whole run (``-X gil=1``, ``PYTHON_GIL=1``:
+    ``sys.flags.gil == 1``), a free-threaded build turns it on while it loads an
+    extension module that needs it and may turn it off again. Builds with a GIL, and
+    every Python before 3.13, have no ``sys._is_gil_enabled`` or report it on for good.
+    """
+    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    if is_gil_enabled is None:
+        return False
+    return not is_gil_enabled() or getattr(sys.flags, "gil", 1) != 1
+
+
+def _why_no_mechanism() -> Optional[str]:
+    """``MECHANISM`` when this interpreter cannot inject, or None when it can."""
+    if platform.python_implementation() != "CPython" or not hasattr(ctypes, "pythonapi"):
+        return f"none: {platform.python_implementation()} (see cancelpool._inject)"
+    if gil_disabled():
+        # The safety argument above is a look at the target's stack while it cannot
+        # move (we hold the GIL). Without a GIL it runs while we look: what we see says
+        # nothing about where the exception will land.
+        is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+        gil = "not forced on" if is_gil_enabled is not None and is_gil_enabled() else "disabled"
+        return (
+            f"none: free-threaded build with the GIL {gil} (another thread's stack says "
+            "nothing about where it is while it runs; see cancelpool._inject)"
+        )
+    return None
+
+
+_no_mechanism = _why_no_mechanism()
+if _no_mechanism is None:
     _proto_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)
     _proto_null = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
     _send_exc = _proto_exc(("PyThreadState_SetAsyncExc", ctypes.pythonapi))
     _send_null = _proto_null(("PyThreadState_SetAsyncExc", ctypes.pythonapi))
     MECHANISM = "ctypes.pythonapi.PyThreadState_SetAsyncExc"
 else:
-    MECHANISM = f"none: {platform.python_implementation()} (see cancelpool._inject)"
+    MECHANISM = _no_mechanism
 
 #: Whether this interpreter can interrupt a running task (``cancelpool.FORCE_AVAILABLE``).
+#: Decided once, at import: a GIL that comes on later does not make it True.
 AVAILABLE = _send_exc is not None
 
 
@@ -184,7 +219,8 @@ def cleanup_offsets(code: CodeType) -> frozenset[int]:
 
     A ``with`` statement leaves its block by popping the block (3.9, 3.10:
     ``POP_BLOCK``) and then calling ``__exit__(None, None, None)``
-    (``LOAD_CONST None`` x3 or ``LOAD_CONST None; DUP_TOP; DUP_TOP``, then the call);
+    (``LOAD_CONST None`` x3, 3.15: ``LOAD_COMMON_CONSTANT None`` x3, or 3.9, 3.10:
+    ``LOAD_CONST None; DUP_TOP; DUP_TOP``, then the call);
     between the two, and during the call, an exception is no longer handled by the
     block, so ``__exit__`` would never run: a lock taken by ``with lock:`` would stay
     held. On 3.9 and 3.10 a thread can pause right after ``POP_BLOCK`` (measured: 11 in
@@ -211,7 +247,9 @@ def cleanup_offsets(code: CodeType) -> frozenset[int]:
             if pop.opname == "POP_TOP" and call.opname.startswith("CALL"):
                 unsafe.update((call.offset, pop.offset))
         elif ins.opname in ("CALL", "CALL_FUNCTION") and n >= 3:
-            before = [(i.opname, i.argval) for _, i in real[n - 3 : n]]
+            before = [
+                (_CONSTANT_LOADS.get(i.opname, i.opname), i.argval) for _, i in real[n - 3 : n]
+            ]
             if before in _EXIT_CALL_PREFIXES:
                 first = real[n - 3][0]
                 unsafe.update(i.offset for i in instructions[first : k + 1])
@@ -222,6 +260,9 @@ _FILLER = frozenset({"CACHE", "PRECALL", "EXTENDED_ARG", "NOP"})
 _REGION_END = frozenset(
     {"JUMP_FORWARD", "JUMP_ABSOLUTE", "RETURN_VALUE", "RERAISE", "RAISE_VARARGS"}
 )
+# Instructions that push a constant, by the name compared below: 3.15 loads None (and
+# other common constants) with LOAD_COMMON_CONSTANT, and no longer with LOAD_CONST.
+_CONSTANT_LOADS = {"LOAD_COMMON_CONSTANT": "LOAD_CONST"}
 _EXIT_CALL_PREFIXES = (
     [("LOAD_CONST", None), ("LOAD_CONST", None), ("LOAD_CONST", None)],  # 3.11+
     [("LOAD_CONST", None), ("DUP_TOP", None), ("DUP_TOP", None)],  # 3.9, 3.10

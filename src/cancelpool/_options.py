@@ -13,10 +13,62 @@ about as much as a small tuple, so a view per call is fine.
 ``TaskOptions`` is the merged result: the executor's defaults (``task_timeout``,
 ``inherit_token``) overridden by each ``with_options()`` in turn. ``DEFAULT`` in it means
 "the executor's setting, looked up when it is used" (``force`` and ``grace`` of a cancel).
+
+How a view's options get through hooks on ``submit``
+----------------------------------------------------
+Code that wraps ``submit`` expects to see every task, as it does with the stdlib, whose
+``map()`` calls ``self.submit(fn, *args)``: tqdm's ``thread_map`` patches the instance
+(``executor.submit = counting_wrapper``) to count progress, dask's
+``ContextAwareThreadPoolExecutor`` overrides ``submit`` to run each task in a copy of the
+caller's context. So every task cancelpool queues goes through ``executor.submit``: plain
+``map()``, a view's ``submit()`` and ``map()``, and the refills of ``map(buffersize=...)``.
+
+A view's options must still reach its task, through a hook that may wrap ``fn`` (dask
+submits ``ctx.run`` with ``fn`` as an argument) and that passes on nothing else. What does
+not work: an option among ``submit``'s keyword arguments (they are ``fn``'s, and a hook
+that folds them into a closure hands the option to ``fn``); marking ``fn`` (a hook that
+wraps it hides the mark); applying the options to the returned future afterwards (a
+worker may already have started the task, so a deadline counted from the start or a
+group's cancel would be missed, and a hook may return another future); an attribute on
+the executor (shared by every thread).
+
+The construction: ``submit_with()`` puts the pair (executor, options) in a thread-local,
+calls ``executor.submit(...)``, and in a ``finally`` puts back what was there before. The
+executor's own ``submit``, first thing, reads the thread-local; if the pair names that
+executor it clears it (taken: read and cleared in one place, before anything can raise)
+and submits with those options, otherwise it submits with the executor's defaults and
+leaves the pair alone. Hence:
+
+* **Taken at most once**, by the first call of that executor's own ``submit`` in this
+  thread during the view's call: the one a hook makes when it calls the original (or
+  ``super().submit``) for the view's task, however it wrapped ``fn``.
+* **Never leaks.** A hook that raises, or never calls the original, leaves the pair
+  untaken: the ``finally`` removes it, so a later unrelated ``submit()`` finds nothing.
+  Other threads never see it.
+* **Nesting.** A view call made inside a hook, before the hook calls the original, sets
+  its own pair and puts the outer one back when it returns, so each view's task gets its
+  own options. cancelpool's own ``map()`` and refills go through ``submit_with()`` too
+  when a pair is waiting (``submits_plainly()``), so a ``map()`` inside a hook does not
+  take an outer view's options. A hook that submits to another cancelpool executor does
+  not take them either: the pair names its executor.
+* **Done-callbacks.** The executor's ``submit`` runs no user code before it takes the
+  pair (nor after: the new future has no callbacks yet). A done-callback that a hook
+  sets off after calling the original finds the pair taken; one set off before is the
+  next case.
+* **What remains.** A hook that, *before* calling the original for the view's task,
+  calls this executor's ``submit`` directly (itself, or from a done-callback it sets
+  off) for another task in the same thread gives that task the view's options, and the
+  view's task the executor's defaults; a hook that calls the original from another
+  thread gives the view's task the defaults. Nothing but the call stack tells those
+  calls apart, and no hook we know of makes them.
+
+The cost on the fast path: a plain ``submit()`` reads one thread-local attribute, and so
+does a plain ``map()`` once per call and once per refill.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, TypeVar, Union
 
@@ -94,6 +146,53 @@ class TaskOptions(NamedTuple):
         return self._replace(**changes) if changes else self
 
 
+class _Handoff(threading.local):
+    """The options of the ``submit_with()`` call in progress on this thread, if any."""
+
+    #: (executor, options): set by submit_with(), taken by that executor's submit().
+    pending: Optional[tuple[CancellableThreadPoolExecutor, TaskOptions]] = None
+
+
+_handoff = _Handoff()
+
+
+def submit_with(
+    executor: CancellableThreadPoolExecutor,
+    options: TaskOptions,
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> CancellableFuture[T]:
+    """Call ``executor.submit(fn, *args, **kwargs)``, the task getting *options*.
+
+    The public ``submit``, so that hooks on it (an instance patch, a subclass override)
+    see the task; *options* reach the executor's own ``submit`` through a thread-local
+    (see the module's docstring for why this is safe).
+
+    Returns:
+        What ``executor.submit`` returns.
+    """
+    saved = _handoff.pending
+    _handoff.pending = (executor, options)
+    try:
+        return executor.submit(fn, *args, **kwargs)
+    finally:
+        # Untaken if a hook raised or did not call the original: never left behind.
+        _handoff.pending = saved
+
+
+def submits_plainly(executor: CancellableThreadPoolExecutor, options: TaskOptions) -> bool:
+    """Whether ``executor.submit()`` alone submits with *options*, nothing handed over.
+
+    True when they are the executor's own and no view's options are waiting on this
+    thread to be taken: the case of a plain ``map()``, which then submits as the
+    stdlib's does. Checking once per ``map()`` call is enough: only ``submit_with()``
+    sets a pair, and it puts back what it found before it returns, so none can be left
+    waiting by the hooks that run in between.
+    """
+    return options is executor._options and _handoff.pending is None
+
+
 class ExecutorView:
     """An executor seen through per-task options: what ``with_options()`` returns.
 
@@ -122,8 +221,13 @@ class ExecutorView:
     def submit(
         self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
     ) -> CancellableFuture[T]:
-        """As ``CancellableThreadPoolExecutor.submit``, with this view's options."""
-        return self._executor._submit(fn, args, kwargs, self._options)
+        """As ``CancellableThreadPoolExecutor.submit``, with this view's options.
+
+        The task goes through the executor's ``submit()``, so hooks on it see the task
+        (an instance patch, a subclass override); the options still apply when the hook
+        wraps ``fn`` and calls the original ``submit``.
+        """
+        return submit_with(self._executor, self._options, fn, args, kwargs)
 
     def map(
         self,

@@ -94,9 +94,14 @@ class SharedCounts:
 class WorkerCounts:
     """What one worker did: written only by that worker, under the future's lock.
 
-    One writer per field, so no lock is needed to count; readers see each field's value
-    as of some recent instant. Kept after the worker exits (the executor keeps its
-    threads), so the totals never shrink.
+    One writer per field, so no lock is needed to count (``+=`` by the only writer loses
+    nothing, with or without a GIL); readers see each field's value as of some recent
+    instant. Without a GIL a reader may also see one field's newer value beside another's
+    older one (stores to two attributes are not seen in order), so the causal order in
+    which ``statistics()`` reads them is a GIL-build refinement: the counts it derives by
+    subtraction are clamped at 0, which is what keeps them from going negative on any
+    build. Kept after the worker exits (the executor keeps its threads), so the totals
+    never shrink.
     """
 
     __slots__ = ("completed", "failed", "started", "stopped", "tid")

@@ -15,6 +15,19 @@ idle only when the queue is empty, gh-115634), and differs in four things:
 * it starts the task's deadline, if one counts from the start, on the executor's
   ``DeadlineWatch`` (``cancelpool._deadline``).
 
+Start-up and the task call
+--------------------------
+A worker starts, runs tasks and exits as the stdlib's worker of the same Python does,
+through a context from ``cancelpool._compat``: on 3.14+ the executor's worker context
+(``ctx.initialize()`` first, each task as ``ctx.run(item.task)``, with ``task`` resolved
+at submit, and ``ctx.finalize()`` when the worker exits), so that a subclass overriding
+``prepare_context`` gets what it asked for; on 3.9-3.13 ``initializer(*initargs)`` first,
+and each task called directly as ``item.fn(*item.args, **item.kwargs)``. If the start-up
+raises, the pool is broken (``executor._initializer_failed()``) and the worker exits
+without calling ``finalize()``, as in the stdlib. ``TASK_CALLER_CODE`` is the code of the
+frame that calls a task's function: ``run_task`` on 3.9-3.13, the stdlib's
+``WorkerContext.run`` on 3.14+ (``cancelpool._inject`` walks a stack down to it).
+
 Exit
 ----
 The stdlib registers ``_python_exit`` with ``threading._register_atexit`` to wake its
@@ -28,22 +41,33 @@ Locking protocol
 ----------------
 ``global_shutdown_lock`` guards ``_global_shutdown`` and ``_live_workers``; ``submit``
 holds it (inside the executor's ``_shutdown_lock``) so that no task is queued after the
-exit hook has run. A worker's ``current`` is written only by that worker and read
+exit hook has run. A worker's ``current_item`` is written only by that worker and read
 without a lock by ``shutdown()``; see ``WorkerThread.run_task`` for the ordering that
-makes a racing ``shutdown(cancel_running=True)`` never miss a task.
+makes a racing ``shutdown(cancel_running=True)`` never miss a task. That ordering is the
+GIL's: on a free-threaded build it needs the flag read through one lock or one-slot
+deque with shutdown()'s write (``docs/design.md``, "Without the GIL").
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
 import threading
 import time
 import weakref
+from types import CodeType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ._compat import daemon_threads_allowed, register_atexit
+from ._compat import (
+    CONTEXT_RUN_CODE,
+    TaskResolver,
+    WorkerContext,
+    context_runner,
+    daemon_threads_allowed,
+    register_atexit,
+)
 from ._current import _slot
 from ._exceptions import TaskInterrupted
 from ._future import CODE_STOPPING, COMPLETE, RUNNING_, TAKE, CancellableFuture
@@ -55,12 +79,15 @@ if TYPE_CHECKING:
     from ._executor import CancellableThreadPoolExecutor
 
 __all__ = (
+    "TASK_CALLER_CODE",
+    "ContextWorkItem",
     "WorkItem",
     "WorkerThread",
     "all_workers",
     "forget_worker",
     "global_shutdown_lock",
     "is_global_shutdown",
+    "work_item_factory",
 )
 
 # The stdlib's logger, for the events the stdlib logs (initializer and worker failures):
@@ -170,9 +197,12 @@ def _reinit_lock() -> None:
 
 
 class WorkItem:
-    """A queued call. The attribute names are the stdlib ``_WorkItem``'s."""
+    """A queued call. The attribute names are the 3.9-3.13 stdlib ``_WorkItem``'s."""
 
     __slots__ = ("args", "fn", "future", "kwargs")
+
+    #: 3.14+ only (``ContextWorkItem``): what the worker passes to ``ctx.run``.
+    task: Any
 
     def __init__(
         self,
@@ -185,6 +215,50 @@ class WorkItem:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
+
+
+class ContextWorkItem(WorkItem):
+    """3.14+: a queued call with its ``task``, resolved at submit as the stdlib does.
+
+    It keeps ``fn``, ``args`` and ``kwargs`` too, for the messages that name the task.
+    """
+
+    __slots__ = ("task",)
+
+    def __init__(
+        self,
+        resolve: TaskResolver,
+        future: CancellableFuture[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        # The resolver first: if it raises (a subclass's may refuse a task), submit()
+        # raises, as the stdlib's does.
+        self.task = resolve(fn, args, kwargs)
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+
+
+#: What makes a work item at submit: ``(future, fn, args, kwargs) -> WorkItem``.
+WorkItemFactory = Callable[
+    [CancellableFuture[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]], WorkItem
+]
+
+
+def work_item_factory(resolve: Optional[TaskResolver]) -> WorkItemFactory:
+    """``WorkItem`` itself, or with a resolver (3.14+), one that resolves the task.
+
+    Args:
+        resolve: The executor's ``_resolve_work_item_task`` (``_compat.task_resolver``),
+            or None before 3.14.
+    """
+    if resolve is None:
+        return WorkItem
+    # A partial, not a closure: no Python frame more per submit than the stdlib's.
+    return functools.partial(ContextWorkItem, resolve)
 
 
 class WorkerThread(threading.Thread):
@@ -200,8 +274,7 @@ class WorkerThread(threading.Thread):
         name: str,
         executor_ref: weakref.ref[CancellableThreadPoolExecutor],
         work_queue: queue.SimpleQueue[Optional[WorkItem]],
-        initializer: Optional[Callable[..., object]],
-        initargs: tuple[Any, ...],
+        context: WorkerContext,
         deadlines: DeadlineWatch,
     ) -> None:
         super().__init__(name=name, daemon=daemon_threads_allowed())
@@ -209,8 +282,10 @@ class WorkerThread(threading.Thread):
         self._work_queue = work_queue
         #: The executor's watch over the deadlines of running tasks.
         self._deadlines = deadlines
-        self._initializer = initializer
-        self._initargs = initargs
+        #: How this worker starts and exits (``cancelpool._compat``), and, on 3.14+,
+        #: what runs each task (``ctx.run``); None: call the task's ``fn`` directly.
+        self._worker_context = context
+        self._context_run = context_runner(context)
         #: The work item this worker has taken, until its task's code has stopped.
         self.current_item: Optional[WorkItem] = None
         #: What this worker did; only this thread writes it.
@@ -227,19 +302,30 @@ class WorkerThread(threading.Thread):
     def run(self) -> None:
         """The worker loop (see the module docstring)."""
         self.counts.tid = threading.get_ident()
-        if self._initializer is not None and not self._initialize():
-            return
         try:
-            self._loop()
-        except BaseException:
-            # Only a bug in cancelpool gets here: task outcomes, including
-            # BaseExceptions, end up on futures. Same policy as the stdlib's worker.
-            FUTURES_LOGGER.critical("Exception in worker %s", self.name, exc_info=True)
+            if not self._initialize():
+                return
+            try:
+                self._loop()
+            except BaseException:
+                # Only a bug in cancelpool gets here: task outcomes, including
+                # BaseExceptions, end up on futures. Same policy as the stdlib's worker.
+                FUTURES_LOGGER.critical("Exception in worker %s", self.name, exc_info=True)
+            finally:
+                # 3.14+: what the stdlib's worker does on its way out (a context may
+                # hold a resource per worker, e.g. a subinterpreter); nothing before.
+                self._worker_context.finalize()
+        finally:
+            # Let go of the executor's deadline watch, as Thread.run() lets go of its
+            # target: the watch refers to the executor's workers, so a stopped worker
+            # that kept it would live on in a reference cycle until the collector runs
+            # (CPython's threading_cleanup() reports such a thread as dangling).
+            del self._deadlines
 
     def _initialize(self) -> bool:
-        assert self._initializer is not None
+        """Run the context's start-up; on failure, break the pool (as the stdlib)."""
         try:
-            self._initializer(*self._initargs)
+            self._worker_context.initialize()
         except BaseException:
             FUTURES_LOGGER.critical("Exception in initializer:", exc_info=True)
             executor = self._executor_ref()
@@ -305,12 +391,15 @@ class WorkerThread(threading.Thread):
         """
         future = item.future
         # Publish the item *before* reading the stop-new-tasks flag; shutdown() sets
-        # the flag *before* it scans ``current_item``. Whatever the interleaving, one of
-        # the two sides sees the other, so a task taken during
+        # the flag *before* it scans ``current_item``. The flag is a one-slot deque, and
+        # our read and shutdown()'s append are operations on that one object, ordered on
+        # every build (by the GIL, or by the deque's own lock without one): if our read
+        # comes first, our store of ``current_item`` happens before shutdown()'s scan;
+        # if the append does, we read the reason. So a task taken during
         # shutdown(cancel_running=True) is cancelled by the worker or by shutdown().
         self.current_item = item
         executor = self._executor_ref()
-        stop_reason = None if executor is None else executor._stop_new_tasks
+        stop_reason = None if executor is None else executor._stop_new_tasks[0]
         del executor
         if stop_reason is not None:
             future.cancel(reason=stop_reason)
@@ -322,9 +411,13 @@ class WorkerThread(threading.Thread):
         options = future._options
         if options is not None and options.timeout is not None and options.timeout_from == "start":
             self._deadlines.start(future, options.timeout)
+        run_in_context = self._context_run
         _slot.future = future
         try:
-            result = item.fn(*item.args, **item.kwargs)
+            if run_in_context is None:  # 3.9-3.13: the stdlib's _WorkItem.run() call
+                result = item.fn(*item.args, **item.kwargs)
+            else:  # 3.14+: as the stdlib's _WorkItem.run(ctx)
+                result = run_in_context(item.task)
         except BaseException as exc:  # noqa: BLE001 - any outcome belongs on the future
             _slot.future = None
             future._transition(COMPLETE, "", None, exc, tally)
@@ -333,9 +426,34 @@ class WorkerThread(threading.Thread):
             future._transition(COMPLETE, "", result, None, tally)
         finally:
             self.current_item = None
+            if future._was_abandoned:
+                self._leave_abandoned()
             deadline = future._deadline
             if deadline is not None:
                 deadline.cancel()
+            # As the stdlib's _WorkItem.run() drops ``self``: a failed task's traceback
+            # holds this frame, and the future holds the exception, so the frame must
+            # not hold the future, or the cycle keeps both (and this thread, through
+            # f_back) until the collector runs; CPython's tests report such a thread.
+            del item, future, deadline
+
+    def _leave_abandoned(self) -> None:
+        """This worker's task was abandoned: leave the pool, replaced, before the next task.
+
+        The decision was the task's ABANDON transition, under its future's lock; we read
+        it after our COMPLETE took that lock, so it is never missed, with or without a
+        GIL (a flag written by the escalation's thread and read here without an order
+        could let an abandoned worker take one more task, on a thread the pool no longer
+        tracks). ``_abandon_worker`` is idempotent under the executor's lock: if the
+        escalation got there first (the task was stuck), it does nothing; if the task
+        returned before the escalation found this worker, it detaches and replaces it
+        here, so the pool keeps its capacity either way. Either way ``abandoned`` is
+        True after it, so ``_loop`` exits.
+        """
+        executor = self._executor_ref()
+        if executor is not None:
+            executor._abandon_worker(self)
+        self.abandoned = True
 
     def _recover(self, item: WorkItem, stray: Optional[BaseException]) -> None:
         """After an exception escaped run_task: make sure the task's future is final."""
@@ -346,6 +464,8 @@ class WorkerThread(threading.Thread):
             running = future._task in CODE_RUNNING
         if running:
             future._transition(COMPLETE, "", None, stray, self.counts)
+        if future._was_abandoned:
+            self._leave_abandoned()
 
     # ------------------------------------------------------------ exit and abandon
 
@@ -380,6 +500,10 @@ class WorkerThread(threading.Thread):
             ladder.abandon()
         else:
             self.abandoned = True
+
+
+#: The code of the frame that calls a task's function (see the module docstring).
+TASK_CALLER_CODE: CodeType = CONTEXT_RUN_CODE or WorkerThread.run_task.__code__
 
 
 def all_workers() -> list[WorkerThread]:
