@@ -75,8 +75,10 @@ On 3.13.0 an injected exception that lands at the back edge of a loop such as
 ``while f() < x: pass`` skips the ``except``/``finally``/``__exit__`` of the frame it
 lands in in most trials (measured here: 84 of 100; CPython issue #139622); its callers'
 handlers run. So cancelpool never relies on a handler in the frame where the exception
-lands: the worker calls the task from a frame of its own and catches there, and the
-regression tests run such loop shapes on every interpreter.
+lands: the task is called from a frame that is not the task's (``run_task`` on 3.9-3.13;
+on 3.14+ the stdlib's ``WorkerContext.run``, with ``run_task`` catching right below it:
+``_worker.TASK_CALLER_CODE``), and the regression tests run such loop shapes on every
+interpreter.
 
 Designs that do not work
 ------------------------
