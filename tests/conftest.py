@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -38,6 +40,26 @@ else:
     os.waitpid(pid, 0)
     print("child hung")
 """
+
+
+def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run *code* (dedented) in a child interpreter; output captured, bounded by *timeout*."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_forking_program(code: str, after: str = "") -> subprocess.CompletedProcess[str]:
+    """Run *code*, which forks ``pid``, then reap the child (``REAP_FORKED_CHILD``), then *after*.
+
+    Each part is dedented on its own; the child's exit code is the first line of stdout.
+    """
+    return run_python(textwrap.dedent(code) + REAP_FORKED_CHILD + textwrap.dedent(after))
+
 
 ExecutorClass = Callable[..., ThreadPoolExecutor]
 

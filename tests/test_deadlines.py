@@ -26,7 +26,7 @@ from cancelpool import (
 )
 from cancelpool._timer import ManualScheduler, Scheduler
 
-from .conftest import REAP_FORKED_CHILD, WAIT
+from .conftest import WAIT, run_forking_program
 
 
 @pytest.fixture
@@ -368,9 +368,6 @@ def test_an_executor_used_in_a_forked_child_still_expires_deadlines() -> None:
     # child does not have: the child's tasks must get checks of their own, also when
     # their deadlines come after the parent's check would have.
     import os
-    import subprocess
-    import sys
-    import textwrap
 
     if not hasattr(os, "fork"):
         pytest.skip("needs os.fork")
@@ -398,13 +395,7 @@ def test_an_executor_used_in_a_forked_child_still_expires_deadlines() -> None:
         held.cancel()
         ex.shutdown(timeout=10)
     """
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code) + REAP_FORKED_CHILD + textwrap.dedent(after)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_forking_program(code, after)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "0", (proc.stdout, proc.stderr)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
-import textwrap
 import threading
 import time
 
@@ -14,7 +12,7 @@ import pytest
 import cancelpool
 from cancelpool import CancellableThreadPoolExecutor, TaskState
 
-from .conftest import WAIT, wait_for
+from .conftest import WAIT, run_python, wait_for
 
 
 def stuck_in_recv(ours: socket.socket, started: threading.Event) -> bytes:
@@ -79,13 +77,7 @@ def test_shutdown_rejects_bad_force() -> None:
 
 def run_child(code: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess[str], float]:
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    proc = run_python(code, timeout)
     return proc, time.monotonic() - t0
 
 

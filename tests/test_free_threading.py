@@ -8,15 +8,15 @@ in ``docs/design.md``, "Without the GIL".
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import textwrap
 import types
 
 import pytest
 
 import cancelpool
 from cancelpool import _inject
+
+from .conftest import run_python
 
 
 def flags(**changes: object) -> types.SimpleNamespace:
@@ -96,13 +96,7 @@ CHILD = """
 
 @pytest.mark.subprocess
 def test_a_forced_cancel_without_the_gil_abandons_instead_of_interrupting() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CHILD)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_python(CHILD)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     if PYPY:

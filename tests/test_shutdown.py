@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from typing import Any
@@ -13,7 +10,7 @@ import pytest
 
 from cancelpool import CancellableThreadPoolExecutor, TaskState, current_token
 
-from .conftest import REAP_FORKED_CHILD, WAIT
+from .conftest import WAIT, run_forking_program, run_python
 
 
 def stubborn(started: threading.Event, release: threading.Event) -> str:
@@ -172,21 +169,11 @@ class TestShutdownSemantics:
         ex.shutdown()
 
 
-def run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @pytest.mark.subprocess
 class TestInterpreterExit:
     def test_queued_work_completes_at_exit(self) -> None:
         # As the stdlib: a program that ends without shutdown() still runs its tasks.
-        proc = run_child(
+        proc = run_python(
             """
             import threading
             from cancelpool import CancellableThreadPoolExecutor
@@ -203,7 +190,7 @@ class TestInterpreterExit:
         assert proc.stderr == ""
 
     def test_submit_after_interpreter_shutdown(self) -> None:
-        proc = run_child(
+        proc = run_python(
             """
             import atexit
             from cancelpool import CancellableThreadPoolExecutor
@@ -222,7 +209,7 @@ class TestInterpreterExit:
         assert proc.stdout.startswith("cannot schedule new futures after")
 
     def test_exit_after_shutdown_with_timeout_around_cooperative_task(self) -> None:
-        proc = run_child(
+        proc = run_python(
             """
             import threading, time
             from cancelpool import CancellableThreadPoolExecutor, current_token
@@ -244,7 +231,7 @@ class TestInterpreterExit:
     def test_fork_child_can_use_a_new_executor(self) -> None:
         if not hasattr(__import__("os"), "fork"):
             pytest.skip("needs os.fork")
-        proc = run_child(
+        proc = run_python(
             """
             import os, warnings
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, 3.12+
@@ -268,9 +255,8 @@ class TestInterpreterExit:
         # not touch them (CPython's test_hang_global_shutdown_lock hung on this).
         if not hasattr(__import__("os"), "fork"):
             pytest.skip("needs os.fork")
-        proc = run_child(
-            textwrap.dedent(
-                """
+        proc = run_forking_program(
+            """
             import os, signal, sys, threading, time, warnings
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, 3.12+
             from cancelpool import CancellableThreadPoolExecutor
@@ -291,16 +277,12 @@ class TestInterpreterExit:
             pid = os.fork()
             if pid == 0:
                 sys.exit(7)  # a normal exit: the exit hooks run
+            """,
             """
-            )
-            + REAP_FORKED_CHILD
-            + textwrap.dedent(
-                """
             release.set()
             holder.join(30)
             ex.shutdown()
-            """
-            )
+            """,
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == "7"

@@ -8,9 +8,6 @@ threads to have exited (``wait_for``, bounded), never to order events.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +17,7 @@ import pytest
 from cancelpool import CancellableThreadPoolExecutor, CancelSource, _timer, current_token
 from cancelpool._timer import Scheduler
 
-from .conftest import REAP_FORKED_CHILD, WAIT, wait_for
+from .conftest import WAIT, run_forking_program, run_python, wait_for
 
 IDLE = 0.02
 
@@ -129,13 +126,7 @@ CHILD_ASYNCIO = """
 
 @pytest.mark.subprocess
 def test_a_program_that_cancelled_a_running_task_ends_with_its_main_thread_only() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CHILD_ASYNCIO)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_python(CHILD_ASYNCIO)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['MainThread']", (proc.stdout, proc.stderr)
     assert proc.stderr == ""
@@ -174,13 +165,7 @@ def test_exit_hook_escalates_after_the_timer_thread_exited(setup: str) -> None:
     # thread went idle and exited. 3.12+ refuses to start one then: the hook runs the
     # steps itself (run_due_without_thread); older versions start a thread.
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CHILD_EXIT_AFTER_IDLE.format(setup=setup))],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_python(CHILD_EXIT_AFTER_IDLE.format(setup=setup))
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "starts 1", (proc.stdout, proc.stderr)
@@ -216,12 +201,6 @@ def test_a_forked_child_gets_its_own_timer_thread_which_exits_when_idle() -> Non
     after = """
         far.cancel()
     """
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code) + REAP_FORKED_CHILD + textwrap.dedent(after)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_forking_program(code, after)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "0", (proc.stdout, proc.stderr)

@@ -368,7 +368,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
 
         Raises:
             TypeError: *fn* is not callable, *timeout* not a number, or *buffersize* not
-                an int or None (a bool neither).
+                an int or None (before 3.14, a bool neither; 3.14+ takes it as the
+                stdlib does).
             ValueError: *timeout* is negative or NaN, or *buffersize* less than 1.
         """
         return self._map(self._options, fn, iterables, timeout, buffersize)

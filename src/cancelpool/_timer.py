@@ -194,8 +194,7 @@ class Scheduler:
                 if self._thread is None:
                     self._start_thread()
                 else:
-                    self._cond.notify()  # re-arm its wait: it looks first, then sleeps
-                    self._until.append(_AWAKE)
+                    self._wake()
 
     def _absorb(self) -> float:
         """Under ``_cond``: move ``_incoming`` into the heap (not the cancelled ones).
@@ -246,8 +245,12 @@ class Scheduler:
             self._sweep()
             after = self._heap[0][0] if self._heap else math.inf
             if after > before and self._thread is not None and self._until[0] > _AWAKE:
-                self._cond.notify()  # it sleeps until a withdrawn one: re-arm its wait
-                self._until.append(_AWAKE)
+                self._wake()  # it sleeps until a withdrawn one
+
+    def _wake(self) -> None:
+        """Under ``_cond``: re-arm the sleeping thread's wait; it looks first, then sleeps."""
+        self._cond.notify()
+        self._until.append(_AWAKE)
 
     def _start_thread(self) -> bool:
         """Under ``_cond``: start the timer thread; False if no thread can start now."""

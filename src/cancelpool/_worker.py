@@ -43,9 +43,10 @@ Locking protocol
 holds it (inside the executor's ``_shutdown_lock``) so that no task is queued after the
 exit hook has run. A worker's ``current_item`` is written only by that worker and read
 without a lock by ``shutdown()``; see ``WorkerThread.run_task`` for the ordering that
-makes a racing ``shutdown(cancel_running=True)`` never miss a task. That ordering is the
-GIL's: on a free-threaded build it needs the flag read through one lock or one-slot
-deque with shutdown()'s write (``docs/design.md``, "Without the GIL").
+makes a racing ``shutdown(cancel_running=True)`` never miss a task, with or without a
+GIL (the flag is a one-slot deque; ``docs/design.md``, "Without the GIL"). A worker
+learns that it was abandoned from its task's ABANDON transition, under the future's
+lock (``WorkerThread._leave_abandoned``).
 """
 
 from __future__ import annotations
