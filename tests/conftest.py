@@ -103,21 +103,16 @@ def no_thread_leaks() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _restore_switch_interval() -> Iterator[None]:
-    """Put the switch interval back, once no escalation is still looking for a safe point.
+    """Put the switch interval back, and fail a test that leaves a thread armed.
 
-    A forced cancel of a task in protected code shortens the interval while it retries
-    (``_inject.quick_looks``); its last retry may come just after the test's task has
-    stopped. Waiting for it keeps that from leaking into the next test, and fails a test
-    whose escalation never ends.
+    Every arm for a forced interrupt is closed when it lands or when the task's code ends
+    (``cancelpool._inject``); a test whose threads have all ended must leave none open,
+    or the process-wide monitoring events would stay on in the next test.
     """
     interval = sys.getswitchinterval()
     yield
-    deadline = time.monotonic() + WAIT
-    while _inject.quick_looks._waiting:
-        if time.monotonic() > deadline:
-            pytest.fail("a forced escalation was still looking for a safe point after the test")
-        time.sleep(0.001)
     sys.setswitchinterval(interval)
+    wait_for(lambda: not _inject._armed, "every forced-interrupt arm to be closed")
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:

@@ -7,20 +7,21 @@ of its future, and every delay is scheduled on the process's one timer thread
     cancel()          token set, future cancelled                      -> STOPPING
     + grace           still running:
                         force=False: StillRunningWarning, nothing more
-                        force=True:  TaskInterrupted sent when the task's
-                                     thread is at a safe point          -> INTERRUPTED
-    + resend          landed but still running (swallowed):
-                      InterruptSwallowedWarning, sent again (3 sends at most)
+                        force=True:  the task's thread is armed: it raises
+                                     TaskInterrupted itself at its next
+                                     safe candidate point               -> INTERRUPTED
+    + re-arm          raised but still running (swallowed):
+                      InterruptSwallowedWarning, armed again (3 arms at most)
     grace + abandon_after
                       still running: the worker is detached from the pool,
                       a new one started, WorkerAbandonedWarning         -> ABANDONED
 
-An interrupt that cannot be sent yet (the thread is inside a shield or in protected
-code, see ``cancelpool._inject``) is retried every 0.5 ms for 250 ms, then backing off to 20
-ms, until it is sent or the abandon time comes; meanwhile the switch interval is shortened so that
-each look costs a millisecond, not five (``_inject.quick_looks``). Without a way to interrupt
-(``FORCE_AVAILABLE`` False) a forced cancel warns once per process and goes straight to
-abandoning at ``grace + abandon_after``.
+An armed thread decides and raises on its own (``cancelpool._inject``); the ladder does
+not look at it again until the re-arm or abandon time. An arm that cannot be made (no
+route on this interpreter, or the thread is traced by another tool) waits for the abandon
+time; without a way to interrupt (``FORCE_AVAILABLE`` False) a forced cancel also warns
+once per process. A worker abandoned while armed stays armed: if its thread comes back to
+a safe point, it raises there and the thread exits.
 
 Every rung is taken at most once per step; a task whose code ends at any point
 (``COMPLETE``) makes every later rung a no-op, because each rung is a transition that
@@ -56,14 +57,10 @@ if TYPE_CHECKING:
 
 __all__ = ("Ladder", "Policy")
 
-#: How many TaskInterrupted one task gets at most before its worker is abandoned.
+#: How many times one task is armed at most before its worker is abandoned.
 MAX_SENDS = 3
-#: How long cancel(force=True, grace=0) waits, after sending, for the task to stop.
+#: How long cancel(force=True, grace=0) waits, after arming, for the task to stop.
 HANDOVER = 0.002
-#: Retry delay for an interrupt that could not be sent yet: RETRY_FIRST for the first
-#: FAST_LOOKS_FOR seconds (a busy thread passes a safe point every few looks), then
-#: doubling up to RETRY_MAX (a thread blocked in protected code will not soon).
-RETRY_FIRST, RETRY_MAX, FAST_LOOKS_FOR = 0.0005, 0.02, 0.25
 
 _force_unavailable_warned = False
 _warn_lock = threading.Lock()
@@ -123,16 +120,15 @@ class Policy:
             else:
                 return
         if use_force and use_grace == 0:
-            # No grace: take the first step here, in the cancelling thread, which holds
-            # the GIL now; the timer thread would first have to win it from a busy task
-            # (a whole switch interval). If the task is not at a safe point, the step
-            # schedules its own retries on the timer thread.
+            # No grace: take the first step here, in the cancelling thread; the timer
+            # thread would first have to win the GIL from a busy task (a whole switch
+            # interval).
             sent = future._interrupts_sent
             ladder.step()
             if future._interrupts_sent > sent and _slot.future is not future:
-                # Hand the GIL over now, so the task can act on the interrupt at once
-                # instead of after a switch interval if our caller stays busy: wait (at
-                # most HANDOVER seconds) for its code to stop.
+                # Let the task run to its next candidate point now, instead of after a
+                # switch interval if our caller stays busy: wait (at most HANDOVER
+                # seconds) for its code to stop.
                 with future._condition:
                     future._condition.wait_for(future._code_stopped, HANDOVER)
         else:
@@ -149,10 +145,7 @@ class Ladder:
         "force",
         "future",
         "handle",
-        "looking",
-        "looking_since",
         "policy",
-        "retry",
         "warned",
     )
 
@@ -171,11 +164,8 @@ class Ladder:
         self.cancelled_at = now
         self.first_at = now + grace
         self.abandon_at = self.first_at + abandon_after
-        self.retry = RETRY_FIRST
         self.handle: Any = None
         self.warned: set[type[Warning]] = set()
-        self.looking = False  # holds _inject.quick_looks while waiting for a safe point
-        self.looking_since = 0.0
 
     def harden(self, first_at: float, abandon_after: float) -> None:
         """Make the ladder forced, or bring its steps forward (future's lock held)."""
@@ -191,21 +181,12 @@ class Ladder:
 
     def step(self) -> None:
         """The next rung: decide from where the task is now (on the timer thread)."""
-        still_looking = False
-        try:
-            still_looking = self._step()
-        finally:
-            if self.looking and not still_looking:
-                self.looking = False
-                _inject.quick_looks.end()
-
-    def _step(self) -> bool:
-        """One rung; returns True if it scheduled another look for a safe point."""
         future = self.future
         with future._condition:
             state = future._task
+            armed = future._arm_open
         if state not in CODE_STOPPING or state == ABANDONED_:
-            return False  # the code has ended, or the worker is gone already
+            return  # the code has ended, or the worker is gone already
         now = self.policy.scheduler.clock()
         if not self.force:
             self._warn_once(
@@ -215,46 +196,37 @@ class Ladder:
                 "Make it call token.raise_if_cancelled() (or use token.sleep/wait/register) "
                 "where it can stop, or cancel it with force=True.",
             )
-            return False
+            return
         if now >= self.abandon_at:
             self.abandon()
-            return False
+            return
         if not _inject.AVAILABLE:
             _warn_force_unavailable()
             self.schedule(self.abandon_at, self.step)
-            return False
-        sent, landed = future._interrupts_sent, future._interrupts_landed
-        if sent and landed < sent:
-            # Sent, not landed: the thread is blocked in C code. Another send would only
-            # replace the pending one; wait for it, or for the abandon time.
+            return
+        if armed:
+            # Armed, not raised yet: the thread is in C code, a shield, protected code
+            # or cleanup. It raises on its own when it reaches a safe point.
             self.schedule(self.abandon_at, self.step)
-            return False
+            return
+        sent = future._interrupts_sent
         if sent:
             self._warn_once(
                 InterruptSwallowedWarning,
-                f"{describe(future)} caught the TaskInterrupted injected into it and kept "
+                f"{describe(future)} caught the TaskInterrupted raised in it and kept "
                 "running (a bare except: or except BaseException:?). Let TaskCancelled "
                 "propagate. It will be interrupted again, and abandoned in "
                 f"{self._abandon_in():.3g} s.",
             )
             if sent >= MAX_SENDS:
                 self.schedule(self.abandon_at, self.step)
-                return False
-        if future._transition(INTERRUPT, "", _run_task_code()):
-            self.retry = RETRY_FIRST
+                return
+        if future._transition(INTERRUPT):
             gap = max(0.005, min(1.0, (self.abandon_at - now) / (MAX_SENDS + 1)))
             self.schedule(min(now + gap, self.abandon_at), self.step)
-            return False
-        # Not safe to send yet (shield, protected code): look again soon, with the GIL
-        # handed over more often meanwhile (see _inject.quick_looks).
-        if not self.looking:
-            self.looking = True
-            self.looking_since = now
-            _inject.quick_looks.begin()
-        self.schedule(min(now + self.retry, self.abandon_at), self.step)
-        if now - self.looking_since > FAST_LOOKS_FOR:
-            self.retry = min(self.retry * 2, RETRY_MAX)  # blocked, not just busy: back off
-        return True
+            return
+        # The thread cannot be armed (future._refusal says why): wait for the abandon time.
+        self.schedule(self.abandon_at, self.step)
 
     def abandon(self) -> None:
         """Detach the worker running this task and start a replacement."""
@@ -276,10 +248,12 @@ class Ladder:
             fate = "its worker was abandoned: the interpreter exits without waiting for it"
         else:
             fate = "its worker was abandoned (not replaced: the pool takes no more work)"
+        why = future._refusal
         self._warn_once(
             WorkerAbandonedWarning,
             f"{describe(future)} did not stop after its cancel"
             + (" and interrupt" if future._interrupts_sent else "")
+            + (f" (last refused: {why})" if why else "")
             + f"; {fate}. The thread goes on running the task's code until it returns, "
             "then exits. Blocking calls that no exception can interrupt end this way: use "
             "token-aware waits or token.register().",
@@ -293,13 +267,6 @@ class Ladder:
             return
         self.warned.add(category)
         emit(category, message + stack_of(self.future))
-
-
-def _run_task_code() -> Any:
-    # The frame that calls the task's function: the stack above it is the task's.
-    from ._worker import TASK_CALLER_CODE
-
-    return TASK_CALLER_CODE
 
 
 def find_worker(future: CancellableFuture[Any]) -> Optional[WorkerThread]:
@@ -346,7 +313,7 @@ def stack_of(future: CancellableFuture[Any]) -> str:
     frame = sys._current_frames().get(tally.tid) if tally is not None else None
     if frame is None:
         return ""
-    stop = _run_task_code()
+    stop = _inject._stop_code()
     frames = []
     while frame is not None and frame.f_code is not stop:
         frames.append(frame)

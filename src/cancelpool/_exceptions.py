@@ -32,8 +32,6 @@ a class of its own, not the builtin ``TimeoutError``), and
 
 from __future__ import annotations
 
-from typing import Callable, Optional
-
 from ._compat import FuturesTimeoutError
 
 __all__ = (
@@ -80,30 +78,21 @@ class TaskCancelled(BaseException):
         return f"task cancelled (reason: {self.reason})"
 
 
-#: Set by ``cancelpool._inject``: called (in the interrupted thread, where the
-#: exception lands) to record the landing and return the task's stop reason.
-_on_interrupt: Optional[Callable[[], str]] = None
-
-
 class TaskInterrupted(TaskCancelled):
     """Injected into a task that did not stop after a forced cancel's grace period.
 
     A ``TaskCancelled``, so ``except Exception:`` in task code does not catch it and the
-    worker treats it as any stop. It appears in the task's thread at the point its code
-    had reached (the traceback shows where), never inside a ``cancelpool.shield()`` block
-    and never inside the stdlib's threading, queue or logging code (see
+    worker treats it as any stop. The task's own thread raises it, at a loop back-edge or
+    a function entry of the task's code (the traceback shows where), never inside a
+    ``cancelpool.shield()`` block, an ``except``/``finally`` body, a context manager's
+    ``__enter__``/``__exit__``, or the stdlib's threading, queue or logging code (see
     ``cancelpool._inject``).
 
     Task code that catches it anyway (a bare ``except:``) keeps running; cancelpool then
-    warns (``InterruptSwallowedWarning``), injects again, and finally abandons the worker.
+    warns (``InterruptSwallowedWarning``), arms it again, and finally abandons the worker.
     """
 
-    def __init__(self, reason: Optional[str] = None) -> None:
-        # The interpreter instantiates the class with no arguments where the exception
-        # lands; the hook records the landing and supplies the task's reason.
-        if reason is None:
-            hook = _on_interrupt
-            reason = hook() if hook is not None else "cancel"
+    def __init__(self, reason: str = "cancel") -> None:
         super().__init__(reason)
 
     def __str__(self) -> str:

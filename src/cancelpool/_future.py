@@ -51,10 +51,12 @@ A task has exactly one lock: its future's ``_condition`` (an ``RLock`` underneat
 the same one every inherited ``Future`` method takes. ``_transition`` holds it while it
 reads and writes both states, the result, the waiters list, and while it sets the
 token's flag and counts a cancel or a drop; those two take leaf locks of their own
-(``_token._lock``, ``SharedCounts.lock``) and call nothing. An ``INTERRUPT`` sends the
-exception while holding the lock, so the worker, which takes the same lock to record that
-the task's code ended (``COMPLETE``, which also revokes anything still pending), can
-never let an interrupt meant for this task reach the next one. User code never runs under the
+(``_token._lock``, ``SharedCounts.lock``) and call nothing. A forced interrupt is three
+transitions under this lock: ``INTERRUPT`` arms the task's thread (any thread makes it),
+``LAND`` is made by the task's own thread at the point where it then raises, and closes
+the arm, and ``COMPLETE`` closes an arm still open; both take ``_inject``'s registry lock
+inside this one, never the other way round. So an arm can only fire while this task is
+cancelled and running on that thread, and never in the next task. User code never runs under the
 future's lock: done-callbacks, token callbacks, and the event that wakes ``token.wait()``
 all run after it is released, in the thread that made the transition. Since cancel and
 completion both transition under the same lock, exactly one of them wins: either the
@@ -79,10 +81,10 @@ check, ordered by the watch's one-slot deque (``cancelpool._deadline``); what th
 decides from it goes through ``_transition`` (EXPIRE) like any event, so a stale read can
 only make it try to expire a task that has ended, which does nothing. ``_token`` is made
 under the lock and read without it first: a reader sees None (and looks again under the
-lock) or a token built before it was stored. ``_shield_depth`` and ``_interrupts_landed``
-are written only by the task's thread; the escalation reads them, and
-``_interrupts_sent``, to decide on interrupts, which exist only where a GIL does
-(``cancelpool._inject``). ``cancel()`` looks at ``_done_callbacks`` for an asyncio
+lock) or a token built before it was stored. ``_shield_depth`` is written and read only
+by the task's thread (a shield's entry and exit, and ``_inject``'s decision, which runs in
+that thread). ``_arm_open`` and the interrupt counts are read and written under the lock.
+``cancel()`` looks at ``_done_callbacks`` for an asyncio
 cancel message (``cancelpool._asyncio``): a callback added meanwhile is missed, and the
 reason is then the default.
 The lock itself is a ``FutureCondition`` (``cancelpool._condition``) for the futures the
@@ -95,12 +97,10 @@ import enum
 import functools
 import logging
 import math
-import threading
 from concurrent.futures import Future
-from types import CodeType
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
-from . import _asyncio, _exceptions, _inject
+from . import _asyncio, _inject
 from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from ._condition import FutureCondition
 from ._current import _slot
@@ -172,9 +172,10 @@ TAKE = 0  # a worker takes the task off the queue to run it
 CANCEL = 1  # someone asks the task to stop
 COMPLETE = 2  # the task's code returned or raised
 DROP = 3  # the task is taken off the queue and will never run
-INTERRUPT = 4  # forced: send TaskInterrupted into the task's thread (if safe now)
+INTERRUPT = 4  # forced: arm the task's thread to raise TaskInterrupted (cancelpool._inject)
 ABANDON = 5  # forced: the task's worker is detached from the pool
 EXPIRE = 6  # the task's deadline passed
+LAND = 7  # forced: the task's own thread raises TaskInterrupted now (cancelpool._inject)
 
 
 class CancellableFuture(Future[T]):
@@ -217,12 +218,12 @@ class CancellableFuture(Future[T]):
     _tally: Optional[WorkerCounts] = None
     #: How deep the task's code is in ``cancelpool.shield()`` blocks (its thread writes).
     _shield_depth = 0
-    #: TaskInterrupted sent into the task's thread / landed there (counted by the landing).
+    #: Arms of the task's thread for TaskInterrupted (INTERRUPT), and raises (LAND).
     _interrupts_sent = 0
     _interrupts_landed = 0
-    #: An interrupt was refused because of a shield: the shield's exit delivers it.
-    _interrupt_wanted = False
-    #: Why the last interrupt was not sent (for warnings and the tests).
+    #: An arm is open: the task's thread raises at its next safe candidate point.
+    _arm_open = False
+    #: Why the last arm was not made, or the last candidate point refused (for warnings).
     _refusal: Optional[str] = None
     #: The escalation of this task once cancelled while running (``cancelpool._escalate``).
     _ladder: Optional[Ladder] = None
@@ -473,20 +474,21 @@ class CancellableFuture(Future[T]):
         force: Union[bool, _Default] = DEFAULT,
         grace: Union[float, _Default] = DEFAULT,
     ) -> bool:
-        """Apply *event* (TAKE, CANCEL, COMPLETE, DROP, INTERRUPT, ABANDON, EXPIRE).
+        """Apply *event* (TAKE, CANCEL, COMPLETE, DROP, INTERRUPT, LAND, ABANDON, EXPIRE).
 
         The only place a bound future changes state; see the module docstring. A worker
         passes its *tally* with TAKE and COMPLETE, counted under this future's lock
         (before any callback runs, so a failing callback cannot skew the counts). CANCEL
         and EXPIRE take the escalation overrides *force* and *grace*, EXPIRE its
-        ``DeadlineExceeded`` as *exception*; INTERRUPT takes, as *result*, the code
-        object of the worker frame that called the task.
+        ``DeadlineExceeded`` as *exception*. LAND is made by the task's own thread only
+        (``cancelpool._inject.candidate``).
 
         Returns:
             For TAKE, whether the worker should run the task; for CANCEL, what
             ``cancel()`` returns; for COMPLETE, whether the outcome was kept (False: the
             future was cancelled, the outcome dropped); for DROP, True; for INTERRUPT,
-            whether the exception was sent (else ``_refusal`` says why not); for
+            whether the task's thread is armed (else ``_refusal`` says why not); for
+            LAND, whether to raise ``TaskInterrupted`` now (the arm is closed); for
             ABANDON, whether the task was still running; for EXPIRE, whether the
             deadline applied (the task had not ended nor been cancelled).
         """
@@ -526,10 +528,11 @@ class CancellableFuture(Future[T]):
                     new = STOPPED_
                     if tally is not None:
                         tally.stopped += 1
-                    if self._interrupts_sent:
-                        # We are the task's thread: withdraw an interrupt that has not
-                        # landed, so it can never reach this worker's next task.
-                        _inject.revoke(threading.get_ident())
+                    if self._arm_open:
+                        # We are the task's thread: close the arm, so that it can never
+                        # fire in this worker's next task.
+                        self._arm_open = False
+                        _inject.disarm(self, own_thread=True)
                 else:
                     raise RuntimeError(f"cannot complete {self!r}: it is not running")
                 self._condition.notify_all()
@@ -559,14 +562,29 @@ class CancellableFuture(Future[T]):
                     callbacks = True
                     self._condition.notify_all()
                     self._count(new)
+            elif event == LAND:
+                # In the task's own thread, at a candidate point judged safe: raise only
+                # if this task is still cancelled and armed (its thread's arm is this
+                # future's: ``_inject.candidate`` checked), and close the arm first.
+                if old not in CODE_STOPPING or not self._arm_open:
+                    return False
+                self._arm_open = False
+                self._interrupts_landed += 1
+                _inject.disarm(self, own_thread=True)
+                return True
             elif event == INTERRUPT:
                 if old != STOPPING_ and old != INTERRUPTED_:
                     self._refusal = "the task's code is no longer running"
                     return False
-                why = self._send_interrupt(result)
+                if self._arm_open:
+                    return True
+                tally = self._tally
+                why = "the task has no worker" if tally is None else _inject.arm(self, tally)
                 if why is not None:
                     self._refusal = why
                     return False
+                self._arm_open = True
+                self._interrupts_sent += 1
                 new = INTERRUPTED_
                 self._count(new)
             elif event == ABANDON:
@@ -574,6 +592,8 @@ class CancellableFuture(Future[T]):
                     return False
                 new = ABANDONED_
                 self._was_abandoned = True
+                if self._arm_open:
+                    _inject.abandoned(self)  # still armed, without the process-wide events
                 self._count(new)
                 self._condition.notify_all()
             elif event == EXPIRE:
@@ -628,19 +648,6 @@ class CancellableFuture(Future[T]):
             return False
         return answer
 
-    def _send_interrupt(self, stop_code: CodeType) -> Optional[str]:
-        """Under the lock: send TaskInterrupted into the task's thread if it is safe now."""
-        tally = self._tally
-        if tally is None:
-            return "the task has no worker"
-        why = _inject.interrupt(tally.tid, stop_code, self._is_shielded)
-        if why is None:
-            self._interrupts_sent += 1
-            self._interrupt_wanted = False
-        elif self._shield_depth:
-            self._interrupt_wanted = True  # the shield's exit will deliver it
-        return why
-
     def _arm_deadline(self, options: TaskOptions) -> None:
         """Schedule this task's expiry ``options.timeout`` seconds from now.
 
@@ -685,9 +692,6 @@ class CancellableFuture(Future[T]):
 
     def _cancel_with_reason_of(self, token: CancelToken) -> None:
         self.cancel(reason=token.reason or "cancel")
-
-    def _is_shielded(self) -> bool:
-        return self._shield_depth > 0
 
     def _count(self, new: int, expired: bool = False) -> None:
         """Under the lock: count a transition made outside the worker.
@@ -755,20 +759,3 @@ _UNBOUND_STATES = {
     CANCELLED_AND_NOTIFIED: TaskState.CANCELLED,
     FINISHED: TaskState.FINISHED,
 }
-
-
-def _record_landing() -> str:
-    """Called where a TaskInterrupted lands (in the task's thread): count it, name why.
-
-    No locks: it runs at an arbitrary point of the task's code. Only the task's thread
-    writes ``_interrupts_landed``.
-    """
-    future = _slot.future
-    if future is None:
-        return "cancel"
-    future._interrupts_landed += 1
-    token = future._token
-    return (token.reason if token is not None else None) or "cancel"
-
-
-_exceptions._on_interrupt = _record_landing

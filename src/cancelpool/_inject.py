@@ -1,122 +1,132 @@
-"""Raising an exception in another thread: the one dangerous thing cancelpool does.
+"""Forced interruption: the task's own thread decides it is safe, and raises.
+
+This is the one dangerous thing cancelpool does. The guarantee, in one sentence:
+``TaskInterrupted`` is raised only by the task's own thread, at a loop back-edge or a
+function entry of the task's own code, after that thread has checked, under the task's
+lock, that the task is still the one being cancelled and that no frame on its stack is in
+a protected module, in ``cancelpool.shield()``, in an ``__enter__``/``__exit__``, or
+running cleanup (an ``except`` or ``finally`` body, a ``with`` block's exit).
 
 The problem
 -----------
 A task that never looks at its token (a tight loop, third-party code, an
-``except Exception: continue``) cannot be stopped cooperatively. Python has no thread
-kill; the only lever is ``PyThreadState_SetAsyncExc(id, exc)``, which asks the
-interpreter to raise ``exc`` in the thread ``id`` "soon". Every ``ctypes`` recipe for
-stopping a thread calls it, and every one of them is unsafe.
+``except Exception: continue``) cannot be stopped cooperatively, and Python has no
+thread kill. Every ``ctypes`` recipe calls ``PyThreadState_SetAsyncExc(id, exc)``, which
+asks the interpreter to raise ``exc`` in thread ``id`` at its next check point, and so did
+cancelpool until 0.1: it looked at the target's stack from another thread, sent the
+exception if the target was at a safe point, and looked again. Measured on 3.9-3.15 with
+forced cancels of tasks that never check their token (issue 10 and
+``docs/forced-cancellation.md``), that design
 
-The mechanism and its contract
-------------------------------
-* The thread id is an ``unsigned long`` (``threading.get_ident()``, 3.7+). Recipes that
-  pass ``ctypes.c_long`` corrupt large ids and hit no thread, or another one. We declare
-  ``argtypes`` (``c_ulong``, ``py_object``) and ``restype`` (``c_int``) explicitly.
-* The return value is the number of thread states modified: 0 means the thread is gone
-  (we report it), 1 is success, more than 1 "means you are in trouble" (the C API docs):
-  we revoke at once by calling again with a real ``NULL`` (a second prototype whose
-  second argument is ``c_void_p``; passing ``None`` as a ``py_object`` would *set*
-  ``None`` as the pending exception) and raise ``SystemError``.
-* The exception is a *class* (the interpreter instantiates it where it lands; that is
-  when ``TaskInterrupted`` records the landing).
-* It lands only while the thread runs bytecode, at the next point where the interpreter
-  checks for pending events: a loop's back edge, a function's entry, right after a call
-  into C returns. A thread blocked in C (``time.sleep()``, ``Lock.acquire()``, ``recv()``,
-  ``select()``, a long computation in an extension) is not interrupted: the exception
-  waits and lands right after that call returns. For such tasks the ladder ends by
-  abandoning the worker (``cancelpool._escalate``).
+* skipped a user context manager's ``__exit__`` (3.13.0: 79 of 300 trials; 3.14: 446 of
+  4,000), left a lock taken in ``__enter__`` held (59-197 of 200 on every version), lost a
+  ``Semaphore`` count, left a ``Condition``'s lock held;
+* never interrupted a loop that spends most of its time in ``queue``/``threading``/
+  ``logging`` (3.11: 45 of 100 not stopped within 3 s), which was then abandoned and
+  kept consuming items put later;
+* stopped loops over primitives 16-81 ms after the grace period (p50).
 
-Where it must not land
-----------------------
-Measured here over 500 trials per primitive, a naive injection into a loop that uses a
-``queue.Queue``, a ``threading.Condition`` (``with cond:``) or a ``Semaphore``
-(``with sem:``) left the primitive broken (mutex held, lock held, count lost) in 28%,
-38% and 32% of trials: it lands inside ``threading.py``/``queue.py``, between an
-``acquire`` and the ``try`` that would release it, or inside ``__exit__``. The same
-holds for ``logging`` (handler locks), ``concurrent.futures`` (future conditions),
-``importlib`` (the import lock), ``contextlib``/``weakref`` (``__exit__`` and callback
-machinery), and cancelpool's own bookkeeping.
+Why: the look and the landing are two steps in two threads. From 3.12 on the interpreter
+reads its pending-event flags before it hands the GIL over, so an exception sent while the
+target waits lands at its *next* check point, not the one looked at; and a thread that
+pauses mostly inside protected frames is almost never seen at a safe one. Without a GIL,
+another thread's stack says nothing at all. No tuning of switch intervals closes this.
 
-The solution: look before sending, and look again
--------------------------------------------------
-While we hold the GIL the target thread is not running bytecode: it is either blocked
-in C, or paused at one of the check points above, waiting for the GIL. Either way,
-``sys._current_frames()`` shows exactly the frame where the exception will land (paused:
-right there, on resuming; blocked in C: in that frame, right after the call returns). So
-``unsafe_reason()`` walks the target's stack from the top down to the worker frame that
-called the task, and refuses if any frame belongs to a protected module (see
-``PROTECTED``), if any frame is leaving a ``with`` block (between the block's end and the
-return of its ``__exit__``, see ``cleanup_offsets()``: on 3.9 and 3.10 a thread can pause
-exactly there, and the 3.9 campaign left ``with cond:`` locks held in 11 of 1,500 trials
-before this check), or if the task is inside ``cancelpool.shield()``; the caller defers
-and looks again a little later. The first frame of a protected function may be entered with
-the exception pending (it lands on its first instruction, before it has done anything),
-which is harmless.
+The construction
+----------------
+The decision "is it safe to raise here?" and the raise are one step, taken by the task's
+own thread:
 
-The look and the send are two steps; if the GIL changed hands between them, the target
-may have moved. ``interrupt()`` therefore looks again right after sending, and revokes
-(``NULL``) if the target is now somewhere unsafe. A failure would need the GIL to change
-hands in both windows, each a few bytecodes long. CPython hands the GIL over only when
-another thread has waited a whole switch interval (5 ms by default) without a switch;
-``interrupt()`` is called by the escalation thread right after it acquires the GIL, and
-``_gil_quiet()`` lifts a switch interval below 5 ms for the duration. The campaigns in
-``tests/test_force.py`` (and the numbers in the closing notes) count zero misplaced
-landings; the window is narrow, not closed by construction, and this paragraph says so.
+1. **Arm** (``arm()``, any thread, under the task's future lock, in the ``INTERRUPT``
+   transition): register the future under its thread's id, and make that thread call
+   ``candidate()`` at its next candidate points in user code. 3.12+: ``sys.monitoring``
+   (``cancelpool._monitor``): ``JUMP`` events local to the code objects of the user frames
+   on the thread's stack, and, while some arm is open, ``PY_START``/``PY_RESUME`` events to
+   arm user code entered later. 3.9-3.11: a trace function on that thread only
+   (``cancelpool._trace``: ``_PyEval_SetTrace`` on the worker's thread state with
+   CPython's own trace trampoline), ``f_trace`` on its user frames.
+2. **Decide and raise** (``candidate()``, in the task's thread, at a loop back-edge or a
+   function entry of user code): the thread walks *its own* stack, which cannot change
+   while it does, down to the worker frame that called the task, and refuses if the task
+   is in a shield, an exception is being handled anywhere on the stack
+   (``sys.exc_info()``), or any frame is in a ``PROTECTED`` module, is an
+   ``__enter__``/``__aenter__``/``__exit__``/``__aexit__``/``__del__``, or is at an offset
+   where an exception would cut cleanup short (``cancelpool._cleanup``). If it may, it
+   makes the ``LAND`` transition under the future's lock, which checks that this future
+   is still cancelled, still armed, and still this thread's task, and disarms; then it
+   raises ``TaskInterrupted`` from the callback, so the exception appears exactly at the
+   point that was judged.
+3. **Disarm**: on landing, and when the task's code ends (``COMPLETE``, in the task's
+   thread, under the same lock). An arm is keyed by thread and checked against the
+   thread's current task, so it can never fire in another task.
 
-A stray exception, one sent while the task's code ran but landing after it returned,
-lands in the worker's own frames: the worker catches ``TaskInterrupted`` around all of
-its bookkeeping, revokes anything still pending when the task ends, and only ever
-interrupts a task whose future is already cancelled, so no outcome can be lost.
+Nothing here depends on timing or on a GIL: the judged point and the raise are the same
+point of the same thread, and every decision about the future is under its lock. Without
+a GIL the registry is a ``dict`` read and written one operation at a time, and the
+arming itself is ``sys.monitoring``'s, which stops the world to instrument code.
 
-Handlers in the landing frame
------------------------------
-On 3.13.0 an injected exception that lands at the back edge of a loop such as
-``while f() < x: pass`` skips the ``except``/``finally``/``__exit__`` of the frame it
-lands in in most trials (measured here: 84 of 100; CPython issue #139622); its callers'
-handlers run. So cancelpool never relies on a handler in the frame where the exception
-lands: the task is called from a frame that is not the task's (``run_task`` on 3.9-3.13;
-on 3.14+ the stdlib's ``WorkerContext.run``, with ``run_task`` catching right below it:
-``_worker.TASK_CALLER_CODE``), and the regression tests run such loop shapes on every
-interpreter.
+Candidate points are where an exception is no worse than one the code could raise itself
+there: a loop's back-edge is between two iterations (the frame is judged at the back-edge's
+destination, so a loop inside a ``finally`` is refused and a loop around one is not); a
+function entry is before the function has done anything, as a ``RecursionError`` could be.
+Code blocked in C is interrupted at its first candidate point after the call returns, so a
+consumer ``seen.append(q.get())`` stops right after the ``get()`` that was pending: the item
+it returned is appended, and no later item is taken. Code that never returns from C is
+not interrupted; the ladder's last step abandons its worker (``cancelpool._escalate``).
 
-Designs that do not work
-------------------------
-* The naive ``ctypes`` recipe: the numbers above, plus ``c_long`` ids and unchecked
-  return values.
-* ``sys.settrace`` in the worker, raising from the trace function at a safe line (the
-  old "killable thread" recipe): exact, but tracing every line and call of every task
-  costs 2-10x; and a trace function cannot be attached to another, already running
-  thread before 3.12 (``threading.settrace_all_threads``), nor does it trace a frame
-  that is already running without setting its ``f_trace``.
-* Signals: delivered to the main thread only.
+Costs: nothing for a task that is never force-cancelled. While an arm is open (from the
+interrupt until it lands, or the worker is abandoned), 3.12+ calls a short callback on
+every call of user code in every thread, and on every loop iteration of the armed code
+objects in any thread; 3.9-3.11 trace the armed thread only. ``docs/benchmarks.md`` has
+the measured cost.
 
-PyPy
-----
-PyPy offers ``__pypy__.thread._raise_in_thread(id, exc)``, with no way to revoke a
-pending exception, and delivers it at its periodic action checks rather than at the
-points above, so a look at the stack does not predict where it lands. cancelpool
-therefore does not inject on PyPy: forced cancellation is cooperative plus abandoning
-the worker there, like any interpreter without injection (``FORCE_AVAILABLE`` is False).
+What it cannot do
+-----------------
+Interrupt code that stays in C; code that stays in a protected module, a shield, or
+cleanup (refused until it leaves); code that swallows ``TaskInterrupted`` (a bare
+``except:``: re-armed ``MAX_SENDS`` times by the ladder, then abandoned). A thread traced by
+another tool on 3.9-3.11 (a debugger, coverage) is not armed: cancelpool does not replace
+another tool's trace function. On 3.12+ two ``sys.monitoring`` tool ids (4, then 3) are
+tried; if other tools hold both, forcing cannot interrupt. PyPy has neither route (its
+``sys.settrace`` acts on the calling thread only, and ``__pypy__.thread._raise_in_thread``
+lands at periodic checks, not where we decide): there a forced cancel is the cooperative
+cancel plus abandoning the worker. 3.13.0 skips the handlers of the frame an exception
+lands in at a loop back-edge (CPython #139622); the task is called from a frame of ours,
+whose handlers run (``_worker.TASK_CALLER_CODE``).
 """
 
 from __future__ import annotations
 
-import ctypes
-import dis
-import functools
 import platform
 import sys
 import threading
-import time
 from types import CodeType, FrameType
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
+from ._cleanup import unsafe_offsets
+from ._current import _slot
 from ._exceptions import TaskInterrupted
 
-__all__ = ("AVAILABLE", "MECHANISM", "PROTECTED", "interrupt", "revoke", "unsafe_reason")
+if TYPE_CHECKING:
+    from ._future import CancellableFuture
+    from ._stats import WorkerCounts
 
-#: Modules (and their submodules) an exception must never land in: the stdlib's
+__all__ = (
+    "AVAILABLE",
+    "MECHANISM",
+    "PROTECTED",
+    "abandoned",
+    "arm",
+    "candidate",
+    "disarm",
+    "gil_disabled",
+    "is_protected",
+    "judge",
+    "thread_state",
+    "unsafe_reason",
+)
+
+#: Modules (and their submodules) an exception must never be raised in: the stdlib's
 #: synchronisation and machinery, and cancelpool's own bookkeeping (every module of the
 #: package except the demo, whose functions are tasks like any user's).
 PROTECTED = (
@@ -128,14 +138,28 @@ PROTECTED = (
     "contextlib",
     "weakref",
     "_weakrefset",
+    "subprocess",
+    "multiprocessing",
     "cancelpool",
 )
 _PROTECTED_PREFIXES = tuple(name + "." for name in PROTECTED)
 _NOT_PROTECTED = frozenset({"cancelpool._demo"})
+#: Frames never interrupted, by their function's name: a context manager's entry and exit
+#: (an entry cut short may hold what it took; an exit, what it should release), and a
+#: finalizer (its exceptions are printed and ignored).
+GUARDED_NAMES = frozenset({"__enter__", "__aenter__", "__exit__", "__aexit__", "__del__"})
 
-MECHANISM: str
-_send_exc: Optional[Callable[[int, object], int]] = None
-_send_null: Optional[Callable[[int, Optional[int]], int]] = None
+
+class Backend(Protocol):
+    """What arms one thread: ``cancelpool._monitor`` (3.12+) or ``cancelpool._trace``."""
+
+    MECHANISM: str
+
+    def prepare(self) -> Optional[str]: ...
+    def start(self, tid: int, tstate: int, top: Optional[FrameType]) -> Optional[str]: ...
+    def stop(self, tid: int, own_thread: bool) -> None: ...
+    def window(self, open_: bool) -> None: ...
+    def thread_state(self) -> int: ...
 
 
 def gil_disabled() -> bool:
@@ -153,229 +177,199 @@ def gil_disabled() -> bool:
     return not is_gil_enabled() or getattr(sys.flags, "gil", 1) != 1
 
 
-def _why_no_mechanism() -> Optional[str]:
-    """``MECHANISM`` when this interpreter cannot inject, or None when it can."""
-    if platform.python_implementation() != "CPython" or not hasattr(ctypes, "pythonapi"):
-        return f"none: {platform.python_implementation()} (see cancelpool._inject)"
-    if gil_disabled():
-        # The safety argument above is a look at the target's stack while it cannot
-        # move (we hold the GIL). Without a GIL it runs while we look: what we see says
-        # nothing about where the exception will land.
-        is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
-        gil = "not forced on" if is_gil_enabled is not None and is_gil_enabled() else "disabled"
-        return (
-            f"none: free-threaded build with the GIL {gil} (another thread's stack says "
-            "nothing about where it is while it runs; see cancelpool._inject)"
+def _choose_backend() -> tuple[Optional[Backend], str]:
+    implementation = platform.python_implementation()
+    if implementation != "CPython":
+        return None, (
+            f"none: {implementation} cannot arm another thread (its sys.settrace acts on the "
+            "calling thread only; see cancelpool._inject)"
         )
-    return None
+    if sys.version_info >= (3, 12):
+        if gil_disabled() and sys.version_info < (3, 14):
+            return None, (
+                "none: free-threaded 3.13 (sys.monitoring is not thread-safe there; "
+                "3.14t+ uses it; see cancelpool._inject)"
+            )
+        from . import _monitor
+
+        return _monitor, _monitor.MECHANISM
+    from . import _trace
+
+    why = _trace.unavailable()
+    if why is not None:
+        return None, why
+    return _trace, _trace.MECHANISM
 
 
-_no_mechanism = _why_no_mechanism()
-if _no_mechanism is None:
-    _proto_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)
-    _proto_null = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
-    _send_exc = _proto_exc(("PyThreadState_SetAsyncExc", ctypes.pythonapi))
-    _send_null = _proto_null(("PyThreadState_SetAsyncExc", ctypes.pythonapi))
-    MECHANISM = "ctypes.pythonapi.PyThreadState_SetAsyncExc"
-else:
-    MECHANISM = _no_mechanism
-
+_backend, MECHANISM = _choose_backend()
 #: Whether this interpreter can interrupt a running task (``cancelpool.FORCE_AVAILABLE``).
-#: Decided once, at import: a GIL that comes on later does not make it True.
-AVAILABLE = _send_exc is not None
+AVAILABLE = _backend is not None
+if gil_disabled() and AVAILABLE:
+    MECHANISM += " (free-threaded build: argued in cancelpool._inject, untested)"
+
+# The armed futures, by the id of the thread running them. Written under _registry_lock
+# (and the future's lock); read without a lock by the callbacks, one dict operation each.
+_armed: dict[int, CancellableFuture[Any]] = {}
+# Threads whose arm outlived its worker's abandonment: still armed (the thread may come
+# back to a candidate point), but no longer worth the process-wide events.
+_abandoned: set[int] = set()
+_registry_lock = threading.Lock()
+_STOP_CODE: Optional[CodeType] = None
 
 
-def unsafe_reason(tid: int, stop_code: CodeType) -> Optional[str]:
-    """Why an exception must not be sent to thread *tid* now, or None if it may.
+def thread_state() -> int:
+    """The calling thread's state address if the backend needs it (3.9-3.11), else 0.
 
-    Walks the thread's stack from its top frame down to the frame running *stop_code*
-    (the worker's frame that called the task). Call while holding the GIL, that is, from
-    Python code, with no blocking call between this and the send.
+    Called by each worker once, when it starts.
     """
-    frame: Optional[FrameType] = sys._current_frames().get(tid)
-    if frame is None:
-        return "the thread has exited"
+    return _backend.thread_state() if _backend is not None else 0
+
+
+def is_protected(module: str) -> bool:
+    """Whether *module* (a ``__name__``) is one an interrupt is never raised in."""
+    return (
+        module in PROTECTED or module.startswith(_PROTECTED_PREFIXES)
+    ) and module not in _NOT_PROTECTED
+
+
+def arm(future: CancellableFuture[Any], tally: WorkerCounts) -> Optional[str]:
+    """Make *future*'s thread raise ``TaskInterrupted`` at its next safe candidate point.
+
+    Called under the future's lock, in the INTERRUPT transition, while the task's code runs
+    (so its thread is alive). Returns None when armed, else why not.
+    """
+    if _backend is None:
+        return MECHANISM
+    tid = tally.tid
+    with _registry_lock:
+        why = _backend.prepare()
+        if why is not None:
+            return why
+        current = _armed.get(tid)
+        if current is future:
+            return None
+        if current is not None:
+            return "its thread is armed for another task"  # cannot happen: one task a thread
+        _armed[tid] = future
+        _abandoned.discard(tid)
+        if len(_armed) - len(_abandoned) == 1:
+            _backend.window(True)
+        why = _backend.start(tid, tally.tstate, sys._current_frames().get(tid))
+        if why is not None:
+            _forget(tid, own_thread=False)
+        return why
+
+
+def disarm(future: CancellableFuture[Any], own_thread: bool) -> None:
+    """Undo ``arm()``: the interrupt landed, or the task's code ended (future's lock held)."""
+    tally = future._tally
+    if _backend is None or tally is None:
+        return
+    with _registry_lock:
+        if _armed.get(tally.tid) is future:
+            _forget(tally.tid, own_thread)
+
+
+def abandoned(future: CancellableFuture[Any]) -> None:
+    """The future's worker was abandoned: keep its thread armed, close the wide window."""
+    tally = future._tally
+    if _backend is None or tally is None:
+        return
+    with _registry_lock:
+        if _armed.get(tally.tid) is future and tally.tid not in _abandoned:
+            _abandoned.add(tally.tid)
+            if len(_armed) == len(_abandoned):
+                _backend.window(False)
+
+
+def _forget(tid: int, own_thread: bool) -> None:
+    assert _backend is not None
+    del _armed[tid]
+    was_abandoned = tid in _abandoned
+    _abandoned.discard(tid)
+    if not was_abandoned and len(_armed) == len(_abandoned):
+        _backend.window(False)
+    _backend.stop(tid, own_thread)
+
+
+def armed_future(tid: int) -> Optional[CancellableFuture[Any]]:
+    """The future armed on thread *tid*, if any (for the backends' callbacks)."""
+    return _armed.get(tid)
+
+
+def candidate(frame: FrameType, offset: Optional[int]) -> Optional[TaskInterrupted]:
+    """A candidate point of the calling thread: the exception to raise here, if it is safe.
+
+    Called by the backend's callback in the task's own thread: at a loop back-edge of
+    *frame* (*offset*: the back-edge's destination), or at the entry of *frame*'s function
+    (*offset* None). Returns None if this thread is not armed or the point is not safe;
+    else the arm is closed (``LAND``) and the callback raises what this returns at once,
+    so that the traceback ends with the task's frame and that one callback.
+    """
+    future = judge(frame, offset)
+    if future is None:
+        return None
+    from ._future import LAND
+
+    if not future._transition(LAND):
+        return None
+    token = future._token
+    return TaskInterrupted(token.reason if token is not None and token.reason else "cancel")
+
+
+def judge(frame: FrameType, offset: Optional[int]) -> Optional[CancellableFuture[Any]]:
+    """The armed future of the calling thread if an interrupt may be raised at this point.
+
+    The first half of ``candidate()``, without landing: None if the thread is not armed,
+    not in the armed task's code, or the point is not safe (``future._refusal`` says why).
+    """
+    future = _armed.get(threading.get_ident())
+    if future is None or _slot.future is not future:
+        return None  # not armed, or not inside the armed task's code (the worker's own)
+    why = unsafe_reason(frame, offset, future)
+    if why is not None:
+        future._refusal = why
+        return None
+    return future
+
+
+def unsafe_reason(
+    frame: Optional[FrameType], offset: Optional[int], future: CancellableFuture[Any]
+) -> Optional[str]:
+    """Why an exception must not be raised now in the calling thread's *frame*, or None.
+
+    *frame* is the calling thread's own frame at a candidate point (a back-edge whose
+    destination is *offset*, or the entry of its function when *offset* is None); its
+    callers are judged at the instruction that called. Only the calling thread's own
+    stack is read, so the answer holds until it raises.
+    """
+    if future._shield_depth:
+        return "inside cancelpool.shield()"
+    if sys.exc_info()[1] is not None:
+        return "handling an exception (in an except or finally block, or an __exit__)"
+    stop = _stop_code()
+    at = offset
     while frame is not None:
         code = frame.f_code
-        if code is stop_code:
+        if code is stop:
             return None
         module = frame.f_globals.get("__name__", "")
-        if (
-            module in PROTECTED or module.startswith(_PROTECTED_PREFIXES)
-        ) and module not in _NOT_PROTECTED:
+        if is_protected(module):
             return f"inside {module}.{code.co_name}"
-        if frame.f_lasti in cleanup_offsets(code):
-            return f"leaving a with block in {module}.{code.co_name} (line {frame.f_lineno})"
+        if code.co_name in GUARDED_NAMES:
+            return f"inside {code.co_name} ({module}, line {frame.f_lineno})"
+        if at is not None and at in unsafe_offsets(code):
+            return f"running cleanup in {module}.{code.co_name} (line {frame.f_lineno})"
         frame = frame.f_back
+        at = frame.f_lasti if frame is not None else None
     return "not running the task's code"
 
 
-@functools.lru_cache(maxsize=4096)
-def cleanup_offsets(code: CodeType) -> frozenset[int]:
-    """Offsets in *code* where an exception would skip a ``with`` block's ``__exit__``.
+def _stop_code() -> CodeType:
+    # The frame that calls the task's function: frames above it are the task's.
+    global _STOP_CODE
+    if _STOP_CODE is None:
+        from ._worker import TASK_CALLER_CODE
 
-    (On 3.9 and 3.10, also the inlined normal-path copy of a ``finally`` body, which
-    follows ``POP_BLOCK`` the same way, and the gap in ``lock.acquire(); try:`` between
-    the call's return and the ``try``. On 3.11+ that gap, and a ``finally`` body that
-    calls Python code, remain: the docs advise ``with`` or ``shield()`` there.)
-
-    A ``with`` statement leaves its block by popping the block (3.9, 3.10:
-    ``POP_BLOCK``) and then calling ``__exit__(None, None, None)``
-    (``LOAD_CONST None`` x3, 3.15: ``LOAD_COMMON_CONSTANT None`` x3, or 3.9, 3.10:
-    ``LOAD_CONST None; DUP_TOP; DUP_TOP``, then the call);
-    between the two, and during the call, an exception is no longer handled by the
-    block, so ``__exit__`` would never run: a lock taken by ``with lock:`` would stay
-    held. On 3.9 and 3.10 a thread can pause right after ``POP_BLOCK`` (measured: 11 in
-    1,500 trials of ``with cond:`` left the lock held before this check). A frame
-    calling ``__exit__`` (or ``WITH_EXCEPT_START``) is in the same position.
-    """
-    instructions = list(dis.get_instructions(code))
-    unsafe: set[int] = set()
-    real = [(k, i) for k, i in enumerate(instructions) if i.opname not in _FILLER]
-    for n, (k, ins) in enumerate(real):
-        if ins.opname == "POP_BLOCK":
-            # 3.9, 3.10: the block is gone; what follows up to the next unconditional
-            # jump is the normal exit of a with, or the inlined copy of a finally body.
-            for _, after in real[n:]:
-                unsafe.add(after.offset)
-                if after.opname in _REGION_END:
-                    break
-        elif ins.opname == "WITH_EXCEPT_START":
-            unsafe.add(ins.offset)
-        elif ins.opname == "SETUP_FINALLY" and n >= 2:
-            # 3.9, 3.10: ``lock.acquire(); try:`` - between the call's return and the
-            # try, the finally that would release is not set up yet.
-            call, pop = real[n - 2][1], real[n - 1][1]
-            if pop.opname == "POP_TOP" and call.opname.startswith("CALL"):
-                unsafe.update((call.offset, pop.offset))
-        elif ins.opname in ("CALL", "CALL_FUNCTION") and n >= 3:
-            before = [
-                (_CONSTANT_LOADS.get(i.opname, i.opname), i.argval) for _, i in real[n - 3 : n]
-            ]
-            if before in _EXIT_CALL_PREFIXES:
-                first = real[n - 3][0]
-                unsafe.update(i.offset for i in instructions[first : k + 1])
-    return frozenset(unsafe)
-
-
-_FILLER = frozenset({"CACHE", "PRECALL", "EXTENDED_ARG", "NOP"})
-_REGION_END = frozenset(
-    {"JUMP_FORWARD", "JUMP_ABSOLUTE", "RETURN_VALUE", "RERAISE", "RAISE_VARARGS"}
-)
-# Instructions that push a constant, by the name compared below: 3.15 loads None (and
-# other common constants) with LOAD_COMMON_CONSTANT, and no longer with LOAD_CONST.
-_CONSTANT_LOADS = {"LOAD_COMMON_CONSTANT": "LOAD_CONST"}
-_EXIT_CALL_PREFIXES = (
-    [("LOAD_CONST", None), ("LOAD_CONST", None), ("LOAD_CONST", None)],  # 3.11+
-    [("LOAD_CONST", None), ("DUP_TOP", None), ("DUP_TOP", None)],  # 3.9, 3.10
-)
-
-
-def interrupt(tid: int, stop_code: CodeType, shielded: Callable[[], bool]) -> Optional[str]:
-    """Send ``TaskInterrupted`` to thread *tid* if it is at a safe point.
-
-    Returns:
-        None if the exception is now pending in the thread, else why it was not sent
-        (the caller tries again later).
-
-    Raises:
-        SystemError: the interpreter reported more than one thread state modified (the
-            send was revoked).
-    """
-    assert _send_exc is not None, "interrupt() without a mechanism"
-    with _gil_quiet():
-        why = _why_not(tid, stop_code, shielded)
-        if why is not None:
-            return why
-        sent = _send_exc(tid, TaskInterrupted)
-        if sent == 0:
-            return "the thread has exited"
-        if sent > 1:
-            revoke(tid)
-            raise SystemError(f"PyThreadState_SetAsyncExc modified {sent} thread states; revoked")
-        # Look again: if the GIL changed hands since the first look, the target may have
-        # moved somewhere unsafe before the exception became pending.
-        why = _why_not(tid, stop_code, shielded)
-        if why is not None:
-            revoke(tid)
-            return why
-        return None
-
-
-def _why_not(tid: int, stop_code: CodeType, shielded: Callable[[], bool]) -> Optional[str]:
-    if shielded():
-        return "inside cancelpool.shield()"
-    return unsafe_reason(tid, stop_code)
-
-
-def revoke(tid: int) -> None:
-    """Withdraw an exception sent to thread *tid* that has not landed yet."""
-    if _send_null is not None:
-        _send_null(tid, None)  # c_void_p(None) is a real NULL
-
-
-#: The shortest switch interval the look-send-look sequence runs under (see below).
-QUIET_FLOOR = 0.001
-#: The switch interval while interrupts wait for a safe point (see ``quick_looks``).
-LOOK_INTERVAL = 0.001
-
-
-class _gil_quiet:  # noqa: N801 - used as a function-like context manager
-    """Make the GIL stay with this thread for the next few hundred microseconds.
-
-    CPython's GIL moves to a waiting thread only once that thread has waited a whole
-    switch interval without a switch. A user (or a test) may have set a tiny interval;
-    lift it to ``QUIET_FLOOR`` around the look-send-look sequence (which takes tens of
-    microseconds), and yield the GIL once first (``time.sleep(0)``) so that every waiter
-    restarts its wait under the new interval.
-    """
-
-    __slots__ = ("_old",)
-
-    def __enter__(self) -> None:
-        self._old = sys.getswitchinterval()
-        if self._old < QUIET_FLOOR:
-            sys.setswitchinterval(QUIET_FLOOR)
-            time.sleep(0)
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._old < QUIET_FLOOR:
-            sys.setswitchinterval(self._old)
-
-
-class _QuickLooks:
-    """Shorten the switch interval while some interrupt waits for a safe point.
-
-    Each look at a busy target thread costs one GIL hand-over, which CPython makes only
-    after a whole switch interval (5 ms by default): a task that spends 90% of its time
-    in protected code needs about ten looks. While at least one interrupt is waiting,
-    the interval is ``LOOK_INTERVAL`` (if it was longer); the last one to finish puts
-    back the value it found, unless someone changed it meanwhile.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting = 0
-        self._saved: Optional[float] = None
-
-    def begin(self) -> None:
-        with self._lock:
-            self._waiting += 1
-            if self._waiting == 1:
-                current = sys.getswitchinterval()
-                if current > LOOK_INTERVAL:
-                    self._saved = current
-                    sys.setswitchinterval(LOOK_INTERVAL)
-
-    def end(self) -> None:
-        with self._lock:
-            self._waiting -= 1
-            if self._waiting == 0 and self._saved is not None:
-                if sys.getswitchinterval() == LOOK_INTERVAL:
-                    sys.setswitchinterval(self._saved)
-                self._saved = None
-
-
-#: ``begin()`` when an interrupt is refused for the first time, ``end()`` when it is sent
-#: or given up.
-quick_looks = _QuickLooks()
+        _STOP_CODE = TASK_CALLER_CODE
+    return _STOP_CODE

@@ -1,15 +1,15 @@
 """``cancelpool.shield()``: a block that cancellation waits for.
 
 Inside a shield, the running task's cooperative checks (``token.raise_if_cancelled()``,
-``token.sleep()``, ``checkpoint()``) do not raise, and a forced cancel does not inject
-its exception. When the outermost shield exits, whatever was deferred is delivered once:
-``TaskInterrupted`` if a forced interrupt was held back, else ``TaskCancelled`` if the task
-was cancelled. Shields nest; outside a cancelpool task they do nothing, so library code
-may use them freely.
+``token.sleep()``, ``checkpoint()``) do not raise, and a forced interrupt is not raised.
+When the outermost shield exits, a cancel that was deferred is delivered once, as
+``TaskCancelled``; a forced interrupt still armed is raised at the task's next safe
+candidate point after the shield. Shields nest; outside a cancelpool task they do nothing,
+so library code may use them freely.
 
-The depth lives on the task's future and is written only by the task's own thread; the
-escalation thread reads it (``CancellableFuture._is_shielded``) under the future's lock
-before sending an interrupt, and looks again right after (see ``cancelpool._inject``).
+The depth lives on the task's future and is written and read only by the task's own
+thread: by the shield, and by the forced interrupt's decision, which that thread makes
+itself (``cancelpool._inject``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional
 
 from ._current import _slot
-from ._exceptions import TaskCancelled, TaskInterrupted
+from ._exceptions import TaskCancelled
 
 if TYPE_CHECKING:
     from ._future import CancellableFuture
@@ -66,11 +66,6 @@ class shield:  # noqa: N801 - a context manager named like a function, as contex
         future._shield_depth -= 1
         if future._shield_depth or exc_type is not None:
             return  # still shielded, or already leaving with an exception
-        if future._interrupt_wanted:
-            with future._condition:  # the escalation thread also writes these
-                future._interrupt_wanted = False
-                future._interrupts_sent += 1
-            raise TaskInterrupted()
         token = future._token
         if token is not None and token.cancelled:
             raise TaskCancelled(token.reason or "cancel")

@@ -87,7 +87,9 @@ class SharedCounts:
         self.expired_pending = 0  # PENDING -> CANCELLED, deadline passed (from submit)
         self.expired_running = 0  # RUNNING -> STOPPING, deadline passed
         self.broken = 0  # PENDING -> FINISHED with BrokenThreadPool, never run
-        self.interrupts = 0  # TaskInterrupted sent (STOPPING/INTERRUPTED -> INTERRUPTED)
+        self.interrupts = (
+            0  # threads armed for TaskInterrupted (STOPPING/INTERRUPTED -> INTERRUPTED)
+        )
         self.abandoned = 0  # workers abandoned (-> ABANDONED)
 
 
@@ -104,10 +106,11 @@ class WorkerCounts:
     never shrink.
     """
 
-    __slots__ = ("completed", "failed", "started", "stopped", "tid")
+    __slots__ = ("completed", "failed", "started", "stopped", "tid", "tstate")
 
     def __init__(self) -> None:
         self.tid = 0  # the worker's thread id, set when it starts
+        self.tstate = 0  # its PyThreadState address, where arming needs it (3.9-3.11)
         self.started = 0  # PENDING -> RUNNING
         self.completed = 0  # RUNNING -> FINISHED, returned
         self.failed = 0  # RUNNING -> FINISHED, raised

@@ -70,8 +70,8 @@ from ._compat import (
     register_atexit,
 )
 from ._current import _slot
-from ._exceptions import TaskInterrupted
 from ._future import CODE_STOPPING, COMPLETE, RUNNING_, TAKE, CancellableFuture
+from ._inject import thread_state
 from ._stats import WorkerCounts
 from ._timer import get_scheduler
 
@@ -303,6 +303,7 @@ class WorkerThread(threading.Thread):
     def run(self) -> None:
         """The worker loop (see the module docstring)."""
         self.counts.tid = threading.get_ident()
+        self.counts.tstate = thread_state()
         try:
             if not self._initialize():
                 return
@@ -351,12 +352,6 @@ class WorkerThread(threading.Thread):
             if item is not None:
                 try:
                     self.run_task(item)
-                except TaskInterrupted as stray:
-                    # An interrupt sent while the task ran that landed in our own code
-                    # after the task's code had returned (see cancelpool._inject). The
-                    # task was cancelled before any interrupt is sent, so its outcome is
-                    # dropped anyway: finish the bookkeeping and carry on.
-                    self._recover(item, stray)
                 except BaseException:
                     # Task outcomes never get here (run_task puts them on the future);
                     # a done-callback raising a BaseException, or a future driven from
@@ -368,7 +363,7 @@ class WorkerThread(threading.Thread):
                         item.future,
                         exc_info=True,
                     )
-                    self._recover(item, None)
+                    self._recover(item)
                 # Drop the references to the task's function and arguments now,
                 # not when the next item arrives (GH-60488).
                 del item
@@ -388,7 +383,7 @@ class WorkerThread(threading.Thread):
         """Run one task, report its outcome to its future, and clear the references.
 
         This frame is where the task's code is called from: frames above it are the
-        task's, and the only ones an interrupt may land in (``cancelpool._inject``).
+        task's, and the only ones an interrupt may be raised in (``cancelpool._inject``).
         """
         future = item.future
         # Publish the item *before* reading the stop-new-tasks flag; shutdown() sets
@@ -456,7 +451,7 @@ class WorkerThread(threading.Thread):
             executor._abandon_worker(self)
         self.abandoned = True
 
-    def _recover(self, item: WorkItem, stray: Optional[BaseException]) -> None:
+    def _recover(self, item: WorkItem) -> None:
         """After an exception escaped run_task: make sure the task's future is final."""
         _slot.future = None
         self.current_item = None
@@ -464,7 +459,7 @@ class WorkerThread(threading.Thread):
         with future._condition:
             running = future._task in CODE_RUNNING
         if running:
-            future._transition(COMPLETE, "", None, stray, self.counts)
+            future._transition(COMPLETE, "", None, None, self.counts)
         if future._was_abandoned:
             self._leave_abandoned()
 
