@@ -18,11 +18,14 @@ Each row runs a task that first enters the call, then force-cancels it with no g
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import platform
 import queue
 import select
 import socket
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -80,6 +83,47 @@ def make_rows() -> dict[str, tuple[Callable[..., object], Callable[[], object]]]
             pass
 
     rows["pure-Python loop"] = (spin, lambda: flags.update(run=False))
+
+    busy = {"run": True}
+
+    def primitives(entered: threading.Event) -> None:
+        box: queue.Queue[int] = queue.Queue()
+        cond, sem = threading.Condition(), threading.Semaphore()
+        entered.set()
+        while busy["run"]:
+            box.put(1)
+            box.get()
+            with cond:
+                cond.notify_all()
+            with sem:
+                pass
+
+    rows["a loop over Queue, Condition and Semaphore"] = (
+        primitives,
+        lambda: busy.update(run=False),
+    )
+
+    logging_on = {"run": True}
+
+    def logs(entered: threading.Event) -> None:
+        log = logging.getLogger("cancelpool.measure")
+        log.propagate = False
+        with tempfile.TemporaryDirectory() as folder:
+            handler = logging.FileHandler(os.path.join(folder, "log.txt"))
+            log.addHandler(handler)
+            try:
+                entered.set()
+                while logging_on["run"]:
+                    log.warning("a line")
+            finally:
+                log.removeHandler(handler)
+                handler.close()
+
+    rows["while True: log.warning(...) to a FileHandler"] = (
+        logs,
+        lambda: logging_on.update(run=False),
+    )
+
     return rows
 
 

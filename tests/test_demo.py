@@ -28,11 +28,11 @@ def test_demo_runs() -> None:
     assert "wait_stopped() -> True); state now 'stopped'" in out
     assert "(stopped: True, reason: 'user pressed stop')" in out
     if cancelpool.FORCE_AVAILABLE:
-        assert "TaskInterrupted landed and the loop stopped" in out
+        assert "TaskInterrupted was raised and the loop stopped" in out
         assert "(stopped: True)" in out
-        assert "state 'stopped'; interrupts sent: 1" in out
+        assert "state 'stopped'; interrupts: 1" in out
     else:
-        assert "cannot inject an exception (cancelpool.FORCE_AVAILABLE is False)" in out
+        assert "cannot interrupt a task (cancelpool.FORCE_AVAILABLE is False)" in out
         assert "state 'abandoned'; the pool took the next task on a new worker: True" in out
         assert "ForceUnavailableWarning: forced cancellation cannot interrupt" in out
         assert "WorkerAbandonedWarning: task _force.<locals>.legacy_loop()" in out

@@ -97,6 +97,6 @@ def test_interruption_table_matches_this_interpreter() -> None:
     rows = page[start:].split("\n\n")[0].splitlines()[2:]
     documented = [row.split("|")[2].strip() for row in rows]
     # Same rows, same order; the page's wording of each outcome starts with the script's.
-    assert len(measured) == len(documented) == 9
+    assert len(measured) == len(documented) == 11
     for got, doc in zip(measured, documented):
         assert doc.startswith(got.split(" (")[0]), (got, doc)

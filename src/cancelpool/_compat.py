@@ -36,8 +36,8 @@ Worker start-up: ``_initializer``/``_initargs`` (3.9-3.13), the worker context (
     same three steps on every version (``new_worker_context``, ``context_runner``,
     ``task_resolver``); on 3.9-3.13 the task is called directly, at no extra cost.
     ``CONTEXT_RUN_CODE``, the code of the stdlib's ``WorkerContext.run``, is the frame
-    that calls a task's function there; ``cancelpool._inject`` may land an interrupt in
-    it (it holds no lock: it unpacks the task and calls it).
+    that calls a task's function there: ``cancelpool._inject`` judges the frames above
+    it (the task's) and never raises in it.
 
 ``threading._register_atexit``
     Runs a function at interpreter exit *before* non-daemon threads are joined. The
@@ -80,9 +80,13 @@ Worker start-up: ``_initializer``/``_initargs`` (3.9-3.13), the worker context (
     ``queue.ShutDown``; before that neither exists and a queue is never shut down.
 
 Relied on elsewhere, and checked where they are used
-    The bytecode of a ``with`` block's exit (``cancelpool._inject.cleanup_offsets``: the
-    three ``None`` arguments of ``__exit__`` are ``LOAD_CONST`` up to 3.14 and
-    ``LOAD_COMMON_CONSTANT`` on 3.15; ``tests/test_inject.py``), and the closure
+    The bytecode of cleanup (``cancelpool._cleanup``: exception-table handler bodies on
+    3.11+ and ``SETUP_*`` targets on 3.9/3.10, ``co_positions``, the ``with`` enter call
+    (``LOAD_SPECIAL __enter__`` on 3.14+) and exit call, whose three ``None`` arguments are
+    ``LOAD_CONST`` up to 3.14 and ``LOAD_COMMON_CONSTANT`` on 3.15;
+    ``tests/test_cleanup.py``); ``sys.monitoring`` on 3.12+ and ``_PyEval_SetTrace`` with
+    the trace fields of ``PyThreadState`` on 3.9-3.11 (``cancelpool._monitor``,
+    ``cancelpool._trace``; ``tests/test_inject.py``); and the closure
     ``asyncio.futures._chain_future.<locals>._call_set_state`` (``cancelpool._asyncio``;
     ``tests/test_asyncio.py``).
 

@@ -130,9 +130,9 @@ def _force(say: Callable[[str], None]) -> None:
         t0 = time.perf_counter()
         future.cancel()
         stopped = future.wait_stopped(_BOUND)
-        say(f"   cancel() with force=True, grace=0.1: TaskInterrupted landed and the loop "
+        say(f"   cancel() with force=True, grace=0.1: TaskInterrupted was raised and the loop "
             f"stopped {_ms(time.perf_counter() - t0)} later (stopped: {stopped})")  # fmt: skip
-        say(f"   state {future.task_state.value!r}; interrupts sent: "
+        say(f"   state {future.task_state.value!r}; interrupts: "
             f"{ex.statistics().interrupts}; the worker took the next task: "
             f"{ex.submit(pow, 2, 10).result(_BOUND) == 1024}")  # fmt: skip
 
@@ -140,8 +140,8 @@ def _force(say: Callable[[str], None]) -> None:
 def _force_unavailable(
     say: Callable[[str], None], legacy_loop: Callable[[], None], started: threading.Event
 ) -> None:
-    """Step 3 where no exception can be injected (PyPy): the worker is abandoned."""
-    say("   this interpreter cannot inject an exception (cancelpool.FORCE_AVAILABLE is False):")
+    """Step 3 where no task can be interrupted (PyPy): the worker is abandoned."""
+    say("   this interpreter cannot interrupt a task (cancelpool.FORCE_AVAILABLE is False):")
     caught: list[warnings.WarningMessage] = []
     abandoned = threading.Event()
 

@@ -4,8 +4,8 @@ The tree, with the builtin each one behaves like::
 
     BaseException
      └── TaskCancelled               a task's code was asked to stop (reason attached)
-          └── TaskInterrupted        ... and, not stopping, was interrupted: injected into
-                                     its thread by forced cancellation
+          └── TaskInterrupted        ... and, not stopping, was interrupted: raised by
+                                     its own thread, armed by a forced cancel
 
     Exception
      ├── RuntimeError                current_token() outside a task, submit() after shutdown
@@ -16,11 +16,11 @@ The tree, with the builtin each one behaves like::
                └── CancelPoolWarning            base: filter them all with this
                     ├── StillRunningWarning     running `grace` after a cancel that does
                     │                           not escalate
-                    ├── InterruptSwallowedWarning  an injected TaskInterrupted was caught
+                    ├── InterruptSwallowedWarning  a forced TaskInterrupted was caught
                     │                           and the task ran on
                     ├── WorkerAbandonedWarning  a worker stuck in a cancelled task was
                     │                           detached and replaced
-                    └── ForceUnavailableWarning this interpreter cannot inject exceptions;
+                    └── ForceUnavailableWarning this interpreter cannot interrupt a task;
                                                 forced cancel is cooperative + abandon
 
 cancelpool raises the stdlib's own exceptions wherever the stdlib would:
@@ -150,10 +150,10 @@ class StillRunningWarning(CancelPoolWarning):
 
 
 class InterruptSwallowedWarning(CancelPoolWarning):
-    """A task caught the ``TaskInterrupted`` injected into it and kept running.
+    """A task caught the ``TaskInterrupted`` raised in it and kept running.
 
     Usually a bare ``except:`` or ``except BaseException:``; let ``TaskCancelled``
-    propagate. cancelpool injects again, then abandons the worker.
+    propagate. cancelpool arms it again, then abandons the worker.
     """
 
 

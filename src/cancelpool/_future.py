@@ -142,7 +142,8 @@ class TaskState(enum.Enum):
     CANCELLED = "cancelled"
     #: Its code ended after a stop request; whatever it returned or raised was dropped.
     STOPPED = "stopped"
-    #: Forced: ``TaskInterrupted`` was sent into its thread; the code is still running.
+    #: Forced: its thread was armed to raise ``TaskInterrupted`` at its next safe point (or
+    #: raised it); the code is still running.
     INTERRUPTED = "interrupted"
     #: Forced, and still running ``abandon_after`` later: its worker was detached and
     #: replaced. The code may go on running in that thread; its outcome will be dropped.

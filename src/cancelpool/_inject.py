@@ -97,6 +97,7 @@ whose handlers run (``_worker.TASK_CALLER_CODE``).
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import threading
@@ -160,6 +161,7 @@ class Backend(Protocol):
     def stop(self, tid: int, own_thread: bool) -> None: ...
     def window(self, open_: bool) -> None: ...
     def thread_state(self) -> int: ...
+    def forget_all(self) -> None: ...
 
 
 def gil_disabled() -> bool:
@@ -185,11 +187,8 @@ def _choose_backend() -> tuple[Optional[Backend], str]:
             "calling thread only; see cancelpool._inject)"
         )
     if sys.version_info >= (3, 12):
-        if gil_disabled() and sys.version_info < (3, 14):
-            return None, (
-                "none: free-threaded 3.13 (sys.monitoring is not thread-safe there; "
-                "3.14t+ uses it; see cancelpool._inject)"
-            )
+        # Free-threaded builds (3.13t+) too: sys.monitoring stops the world to instrument
+        # there (CPython gh-116818), and nothing else here needs a GIL.
         from . import _monitor
 
         return _monitor, _monitor.MECHANISM
@@ -215,6 +214,20 @@ _armed: dict[int, CancellableFuture[Any]] = {}
 _abandoned: set[int] = set()
 _registry_lock = threading.Lock()
 _STOP_CODE: Optional[CodeType] = None
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has one thread, not the parent's armed ones: forget every arm."""
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    _armed.clear()
+    _abandoned.clear()
+    if _backend is not None:
+        _backend.forget_all()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def thread_state() -> int:

@@ -33,7 +33,7 @@ import threading
 from types import CodeType, FrameType
 from typing import Any, Optional
 
-__all__ = ("MECHANISM", "prepare", "start", "stop", "thread_state", "window")
+__all__ = ("MECHANISM", "forget_all", "prepare", "start", "stop", "thread_state", "window")
 
 MECHANISM = "sys.monitoring (JUMP and PY_START events, raised by the task's own thread)"
 #: Tool ids tried, in order (``sys.monitoring`` reserves 0-2 and 5 by convention).
@@ -113,6 +113,17 @@ def stop(tid: int, own_thread: bool) -> None:
     monitoring: Any = sys.monitoring  # type: ignore[attr-defined]
     for code in _instrumented:
         monitoring.set_local_events(_tool, code, 0)
+    _instrumented.clear()
+
+
+def forget_all() -> None:
+    """After a fork, in the child: no thread is armed; switch every event off."""
+    _pending.clear()
+    if _tool is None:
+        return
+    window(False)
+    for code in _instrumented:
+        _set_events(code, 0)
     _instrumented.clear()
 
 

@@ -35,7 +35,7 @@ class ExecutorStatistics:
             still queued.
         stopping: Of ``cancelled`` and ``timed_out``, tasks whose code has not stopped
             yet (including interrupted ones, and ones whose worker was abandoned).
-        interrupts: ``TaskInterrupted`` exceptions sent into tasks by forced cancels.
+        interrupts: Task threads armed to raise ``TaskInterrupted`` by forced cancels.
         abandoned_workers: Workers detached because their cancelled task would not stop.
     """
 

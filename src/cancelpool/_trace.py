@@ -37,7 +37,16 @@ import threading
 from types import FrameType
 from typing import Any, Callable, Optional
 
-__all__ = ("MECHANISM", "prepare", "start", "stop", "thread_state", "unavailable", "window")
+__all__ = (
+    "MECHANISM",
+    "forget_all",
+    "prepare",
+    "start",
+    "stop",
+    "thread_state",
+    "unavailable",
+    "window",
+)
 
 MECHANISM = "per-thread trace function (_PyEval_SetTrace, raised by the task's own thread)"
 _POINTER = ctypes.sizeof(ctypes.c_void_p)
@@ -152,6 +161,12 @@ def stop(tid: int, own_thread: bool) -> None:
     """Remove our trace function from the calling thread, the armed one, if still ours."""
     if not own_thread:
         return  # tracing is only ever removed by the traced thread itself
+    if sys.gettrace() is _global_trace:
+        sys.settrace(None)
+
+
+def forget_all() -> None:
+    """After a fork, in the child: stop tracing the one thread left, if we were."""
     if sys.gettrace() is _global_trace:
         sys.settrace(None)
 

@@ -4,7 +4,7 @@ The problem
 -----------
 A task blocked in ``queue.get()``, ``event.wait()``, ``future.result()`` or
 ``sock.recv()`` runs no Python code, so it cannot look at its token; a forced cancel
-cannot reach it either (an injected exception lands only when the call returns, and
+cannot reach it either (a forced interrupt is raised only after the call returns, and
 never inside ``threading``/``queue``, see ``cancelpool._inject``). Each helper here is
 the stdlib call, with the same arguments and results, that also returns, by raising
 ``TaskCancelled(reason)``, as soon as the task's token is cancelled.
