@@ -8,16 +8,20 @@ that frame is at an offset where an exception would skip code that undoes someth
 An offset is unsafe when an exception raised there would not run, or would cut short,
 cleanup that the source promises:
 
-* **Exception handlers** (``except`` bodies, the exceptional copy of a ``finally`` body,
-  a ``with`` block's exceptional exit). At run time these are also seen as
+* **Exception handlers** (``except`` bodies, the exceptional copy of a ``finally`` body
+  with whatever it nests, a ``with`` block's exceptional exit): the code that is not
+  reachable from the start without an exception (``_normal_path``: jumps and
+  fall-through, not the exception edges). At run time these are also seen as
   ``sys.exc_info()`` being set; the bytecode marks them too, for frames whose exception
   state is not the thread's (a suspended generator's).
 * **The normal-path copy of a ``finally`` body.** CPython compiles ``finally`` twice: once
   as the handler, once inlined after the ``try`` body for the normal path, where no
   handler covers it any more. The inlined copy has the same source positions as the
-  handler's copy (3.11+: line and columns, ``co_positions``; 3.9, 3.10: lines), and no
-  other code has: an instruction outside every handler whose position is one of a
-  ``finally`` handler's is in the normal copy.
+  handler's copy (3.11+: line and columns, ``co_positions``; 3.9, 3.10: the lines the
+  handler code starts), and no other code has: an instruction on the normal path whose
+  position is one of the handler code's is in a normal copy. (A ``with`` block's
+  exceptional exit is left out of the match: its position is the ``with`` statement's,
+  which the block's entry shares.)
 * **A ``with`` block's normal exit**: ``__exit__(None, None, None)`` is called after the
   block's handler is popped (3.9, 3.10: ``POP_BLOCK``; 3.11+: the end of the exception
   table range); an exception raised between the block's end and that call's return
@@ -54,32 +58,71 @@ def unsafe_offsets(code: CodeType) -> frozenset[int]:
     instructions = list(dis.get_instructions(code))
     unsafe: set[int] = set()
     if _MODERN:
-        _handlers_modern(code, instructions, unsafe)
+        _handlers_modern(instructions, unsafe)
     else:
         _handlers_legacy(instructions, unsafe)
     _with_statements(instructions, unsafe)
     return frozenset(unsafe)
 
 
-def _handlers_modern(code: CodeType, instructions: list[dis.Instruction], unsafe: set[int]) -> None:
-    """3.11+: handler bodies from the exception table, and the normal copies of finally."""
-    by_offset = {ins.offset: n for n, ins in enumerate(instructions)}
-    entries = dis.Bytecode(code).exception_entries  # type: ignore[attr-defined]
-    in_handler: set[int] = set()
-    finally_positions: set[tuple[Optional[int], ...]] = set()
-    for entry in entries:
-        target = by_offset.get(entry.target)
-        if target is None or not _is_cleanup_block(instructions, target):
-            continue
-        # A range handled by a cleanup block (COPY 3; POP_EXCEPT; RERAISE 1) runs with an
-        # exception being handled: a handler body.
-        body = [i for i in instructions if entry.start <= i.offset < entry.end]
-        in_handler.update(i.offset for i in body)
-        if not any(i.opname == "WITH_EXCEPT_START" for i in body):
-            finally_positions.update(p for p in map(_position, body) if p is not None)
-    unsafe.update(in_handler)
+_JUMPS = frozenset(dis.opname[op] for op in {*dis.hasjrel, *dis.hasjabs})
+# Instructions after which the next one does not run (on the normal path).
+_NO_FALLTHROUGH = frozenset(
+    {
+        "JUMP",
+        "JUMP_FORWARD",
+        "JUMP_BACKWARD",
+        "JUMP_BACKWARD_NO_INTERRUPT",
+        "JUMP_NO_INTERRUPT",
+        "JUMP_ABSOLUTE",
+        "RETURN_VALUE",
+        "RETURN_CONST",
+        "RAISE_VARARGS",
+        "RERAISE",
+    }
+)
+# 3.9, 3.10: their target is the handler, reached only by an exception.
+_EXCEPTION_EDGES = frozenset({"SETUP_FINALLY", "SETUP_WITH", "SETUP_ASYNC_WITH"})
+
+
+def _normal_path(instructions: list[dis.Instruction]) -> set[int]:
+    """Offsets reachable from the code's start without an exception being raised."""
+    index = {ins.offset: n for n, ins in enumerate(instructions)}
+    reached: set[int] = set()
+    todo = [0]
+    while todo:
+        n = todo.pop()
+        while n < len(instructions) and instructions[n].offset not in reached:
+            ins = instructions[n]
+            reached.add(ins.offset)
+            if ins.opname in _JUMPS and ins.opname not in _EXCEPTION_EDGES:
+                target = index.get(ins.argval)
+                if target is not None:
+                    todo.append(target)
+            if ins.opname in _NO_FALLTHROUGH:
+                break
+            n += 1
+    return reached
+
+
+def _handlers_modern(instructions: list[dis.Instruction], unsafe: set[int]) -> None:
+    """3.11+: the code only an exception reaches, and the normal copies of finally bodies.
+
+    What is not reachable from the start without an exception is handler code: except
+    bodies, the exceptional copy of finally bodies (with whatever they nest), with
+    blocks' exceptional exits. A finally body's normal copy has the same source positions
+    (lines and columns) as its exceptional copy, and no other code has them.
+    """
+    normal = _normal_path(instructions)
+    handlers = [i for i in instructions if i.offset not in normal]
+    unsafe.update(i.offset for i in handlers)
+    # A with block's exceptional exit has the with statement's position, which its entry
+    # shares: matched, it would mark the entry too, and a loop around a with could never
+    # be interrupted (the entry and the exit calls are marked by _with_statements).
+    with_exits = {_position(i) for i in handlers if i.opname == "WITH_EXCEPT_START"}
+    positions = {_position(i) for i in handlers} - with_exits - {None}
     for ins in instructions:
-        if ins.offset not in in_handler and _position(ins) in finally_positions:
+        if ins.offset in normal and _position(ins) in positions:
             unsafe.add(ins.offset)
 
 
@@ -91,44 +134,33 @@ def _position(ins: dis.Instruction) -> Optional[tuple[Optional[int], ...]]:
     return tuple(where)
 
 
-def _is_cleanup_block(instructions: list[dis.Instruction], n: int) -> bool:
-    names = [i.opname for i in instructions[n : n + 2]]
-    return names == ["COPY", "POP_EXCEPT"]
-
-
-_LEGACY_SETUPS = frozenset({"SETUP_FINALLY", "SETUP_WITH", "SETUP_ASYNC_WITH"})
 _LEGACY_REGION_END = frozenset(
     {"JUMP_FORWARD", "JUMP_ABSOLUTE", "RETURN_VALUE", "RERAISE", "RAISE_VARARGS"}
 )
 
 
 def _handlers_legacy(instructions: list[dis.Instruction], unsafe: set[int]) -> None:
-    """3.9, 3.10: handlers from the SETUP_* targets; finally copies by line; POP_BLOCK."""
+    """3.9, 3.10: handler code, finally copies by line, POP_BLOCK regions, the try gap."""
     lines: dict[int, int] = {}
     line = -1
     for ins in instructions:
         if ins.starts_line is not None:
             line = ins.starts_line
         lines[ins.offset] = line
-    by_offset = {ins.offset: n for n, ins in enumerate(instructions)}
-    in_handler: set[int] = set()
-    handler_lines: set[int] = set()
-    for ins in instructions:
-        if ins.opname not in _LEGACY_SETUPS or ins.argval not in by_offset:
-            continue
-        # The handler runs from its target to the RERAISE that ends it.
-        body = []
-        for after in instructions[by_offset[ins.argval] :]:
-            body.append(after)
-            if after.opname == "RERAISE":
-                break
-        in_handler.update(i.offset for i in body)
-        if ins.opname == "SETUP_FINALLY":
-            handler_lines.update(lines[i.offset] for i in body)
-    unsafe.update(in_handler)
+    normal = _normal_path(instructions)
+    handlers = [i for i in instructions if i.offset not in normal]
+    unsafe.update(i.offset for i in handlers)
+    # Lines that handler code starts itself (3.9 gives handler code without a line of its
+    # own the line of whatever precedes it), but not a with block's exceptional exit,
+    # whose line (3.10) is the with statement's, shared with its entry.
+    handler_lines = {
+        i.starts_line
+        for i in handlers
+        if i.starts_line is not None and i.opname != "WITH_EXCEPT_START"
+    }
     real = [i for i in instructions if i.opname != "EXTENDED_ARG"]
     for n, ins in enumerate(real):
-        if ins.offset not in in_handler and lines[ins.offset] in handler_lines:
+        if ins.offset in normal and lines[ins.offset] in handler_lines:
             unsafe.add(ins.offset)
         if ins.opname == "POP_BLOCK":
             # The block is gone; what follows up to the next unconditional jump is the
