@@ -45,6 +45,9 @@ _tool: Optional[int] = None
 _instrumented: set[CodeType] = set()
 # A back-edge judged safe, by thread: the frame and the destination where it will raise.
 _pending: dict[int, tuple[FrameType, int]] = {}
+# User code seen entered by threads that are not armed, while the window is open (the
+# others answered DISABLE: protected code is never worth an event).
+_user_code: set[CodeType] = set()
 _window_open = False
 
 
@@ -87,6 +90,8 @@ def window(open_: bool) -> None:
     events = monitoring.events
     monitoring.set_events(_tool, events.PY_START | events.PY_RESUME if open_ else 0)
     _window_open = open_
+    if not open_:
+        _user_code.clear()
 
 
 def start(tid: int, tstate: int, top: Optional[FrameType]) -> Optional[str]:
@@ -200,7 +205,7 @@ def _on_instruction(code: CodeType, offset: int) -> Any:
 
 def _on_start(code: CodeType, offset: int) -> Any:
     if _armed.get(_get_ident()) is None:
-        return None
+        return _elsewhere(code)
     frame = sys._getframe(1)
     if not _arm_entered(frame):
         return _DISABLE
@@ -212,8 +217,18 @@ def _on_start(code: CodeType, offset: int) -> Any:
 
 def _on_resume(code: CodeType, offset: int) -> Any:
     if _armed.get(_get_ident()) is None:
-        return None
+        return _elsewhere(code)
     return None if _arm_entered(sys._getframe(1)) else _DISABLE
+
+
+def _elsewhere(code: CodeType) -> Any:
+    """An entry in a thread that is not armed: nothing, but protected code never again."""
+    if code in _user_code:
+        return None
+    if _inject.is_protected(sys._getframe(2).f_globals.get("__name__", "")):
+        return _DISABLE
+    _user_code.add(code)  # forgotten when the window closes
+    return None
 
 
 def _arm_entered(frame: FrameType) -> bool:
