@@ -58,11 +58,26 @@ def unsafe_offsets(code: CodeType) -> frozenset[int]:
     instructions = list(dis.get_instructions(code))
     unsafe: set[int] = set()
     if _MODERN:
-        _handlers_modern(instructions, unsafe)
+        _handlers_modern(code, instructions, unsafe)
     else:
         _handlers_legacy(instructions, unsafe)
     _with_statements(instructions, unsafe)
-    return frozenset(unsafe)
+    return frozenset(_with_caches(instructions, unsafe, len(code.co_code)))
+
+
+def _with_caches(instructions: list[dis.Instruction], unsafe: set[int], size: int) -> set[int]:
+    """*unsafe* plus the inline cache entries of each instruction in it (3.11+).
+
+    A frame that has called a Python function is at the offset of the call's last cache
+    entry on 3.11 and 3.12 (``f_lasti``), not at the ``CALL``: every code unit an
+    instruction spans counts as that instruction.
+    """
+    spans = set(unsafe)
+    ends = [i.offset for i in instructions[1:]] + [size]
+    for ins, end in zip(instructions, ends):
+        if ins.offset in unsafe:
+            spans.update(range(ins.offset, end, 2))
+    return spans
 
 
 _JUMPS = frozenset(dis.opname[op] for op in {*dis.hasjrel, *dis.hasjabs})
@@ -85,27 +100,59 @@ _NO_FALLTHROUGH = frozenset(
 _EXCEPTION_EDGES = frozenset({"SETUP_FINALLY", "SETUP_WITH", "SETUP_ASYNC_WITH"})
 
 
-def _normal_path(instructions: list[dis.Instruction]) -> set[int]:
-    """Offsets reachable from the code's start without an exception being raised."""
+def _normal_path(instructions: list[dis.Instruction], covers: dict[int, set[int]]) -> set[int]:
+    """Offsets reachable from the code's start without an exception being raised.
+
+    *covers* maps each handler's offset to offsets its try (or with) statement covers.
+    Code a handler goes on to after it has ended (``POP_EXCEPT``, unless a re-raise
+    follows) is on the normal path again if that statement is: the code after
+    ``try: return cache[k] except KeyError: pass``, or after a with whose ``__exit__``
+    suppressed. A try nested in a handler body stays handler code, and so does what
+    follows it.
+    """
     index = {ins.offset: n for n, ins in enumerate(instructions)}
-    reached: set[int] = set()
-    todo = [0]
-    while todo:
-        n = todo.pop()
-        while n < len(instructions) and instructions[n].offset not in reached:
-            ins = instructions[n]
-            reached.add(ins.offset)
-            if ins.opname in _JUMPS and ins.opname not in _EXCEPTION_EDGES:
-                target = index.get(ins.argval)
-                if target is not None:
-                    todo.append(target)
-            if ins.opname in _NO_FALLTHROUGH:
-                break
-            n += 1
-    return reached
+
+    def reach(starts: list[int]) -> set[int]:
+        reached: set[int] = set()
+        todo = list(starts)
+        while todo:
+            n = todo.pop()
+            while n < len(instructions) and instructions[n].offset not in reached:
+                ins = instructions[n]
+                reached.add(ins.offset)
+                if ins.opname in _JUMPS and ins.opname not in _EXCEPTION_EDGES:
+                    target = index.get(ins.argval)
+                    if target is not None:
+                        todo.append(target)
+                if ins.opname in _NO_FALLTHROUGH:
+                    break
+                n += 1
+        return reached
+
+    normal = reach([0])
+    ended: set[int] = set()
+    grown = True
+    while grown:
+        grown = False
+        for handler, covered in covers.items():
+            if handler in ended or handler not in index or not covered & normal:
+                continue
+            ended.add(handler)
+            after = [
+                n + 1
+                for n in sorted(index[o] for o in reach([index[handler]]))
+                if instructions[n].opname == "POP_EXCEPT"
+                and n + 1 < len(instructions)
+                and instructions[n + 1].opname != "RERAISE"
+            ]
+            more = reach(after) - normal
+            if more:
+                normal |= more
+                grown = True
+    return normal
 
 
-def _handlers_modern(instructions: list[dis.Instruction], unsafe: set[int]) -> None:
+def _handlers_modern(code: CodeType, instructions: list[dis.Instruction], unsafe: set[int]) -> None:
     """3.11+: the code only an exception reaches, and the normal copies of finally bodies.
 
     What is not reachable from the start without an exception is handler code: except
@@ -113,7 +160,10 @@ def _handlers_modern(instructions: list[dis.Instruction], unsafe: set[int]) -> N
     blocks' exceptional exits. A finally body's normal copy has the same source positions
     (lines and columns) as its exceptional copy, and no other code has them.
     """
-    normal = _normal_path(instructions)
+    covers: dict[int, set[int]] = {}
+    for entry in dis.Bytecode(code).exception_entries:  # type: ignore[attr-defined]
+        covers.setdefault(entry.target, set()).update(range(entry.start, entry.end, 2))
+    normal = _normal_path(instructions, covers)
     handlers = [i for i in instructions if i.offset not in normal]
     unsafe.update(i.offset for i in handlers)
     # A with block's exceptional exit has the with statement's position, which its entry
@@ -123,6 +173,37 @@ def _handlers_modern(instructions: list[dis.Instruction], unsafe: set[int]) -> N
     positions = {_position(i) for i in handlers} - with_exits - {None}
     for ins in instructions:
         if ins.offset in normal and _position(ins) in positions:
+            unsafe.add(ins.offset)
+    _try_gaps(code, instructions, unsafe)
+
+
+_STORES = frozenset({"POP_TOP", "STORE_FAST", "STORE_NAME", "STORE_GLOBAL", "STORE_DEREF"})
+
+
+def _try_gaps(code: CodeType, instructions: list[dis.Instruction], unsafe: set[int]) -> None:
+    """3.11+: the call of ``x.acquire(); try:``.
+
+    A call whose result is dropped or stored just before a ``try`` starts: what it took
+    is released only by the handler that covers the code after it, so it must not be cut
+    short (a Python ``acquire`` that takes a lock, then calls something).
+    """
+    # Where a handler starts covering code: a try (or with) begins there. (A range that
+    # resumes an outer handler after a nested block is not a beginning.)
+    first: dict[int, int] = {}
+    for entry in dis.Bytecode(code).exception_entries:  # type: ignore[attr-defined]
+        first[entry.target] = min(first.get(entry.target, entry.start), entry.start)
+    starts = set(first.values())
+    real = [i for i in instructions if i.opname not in _FILLER or i.opname == "NOP"]
+    for n, ins in enumerate(real[:-2]):
+        if not ins.opname.startswith("CALL") or real[n + 1].opname not in _STORES:
+            continue
+        after = real[n + 2 :]
+        while after and after[0].opname == "NOP" and after[0].offset not in starts:
+            after = after[1:]
+        # (Not where a finally's normal copy starts, the outer try of nested ones, nor a
+        # jump out of a try body into an outer finally's range.)
+        begins = after and after[0].offset in starts and after[0].opname not in _JUMPS
+        if begins and after[0].offset not in unsafe:
             unsafe.add(ins.offset)
 
 
@@ -147,7 +228,8 @@ def _handlers_legacy(instructions: list[dis.Instruction], unsafe: set[int]) -> N
         if ins.starts_line is not None:
             line = ins.starts_line
         lines[ins.offset] = line
-    normal = _normal_path(instructions)
+    covers = {i.argval: {i.offset} for i in instructions if i.opname in _EXCEPTION_EDGES}
+    normal = _normal_path(instructions, covers)
     handlers = [i for i in instructions if i.offset not in normal]
     unsafe.update(i.offset for i in handlers)
     # Lines that handler code starts itself (3.9 gives handler code without a line of its
@@ -197,7 +279,10 @@ def _with_statements(instructions: list[dis.Instruction], unsafe: set[int]) -> N
             unsafe.add(ins.offset)
         elif ins.opname == "CALL" and n >= 1:
             previous = real[n - 1][1]
-            if previous.opname == "LOAD_SPECIAL" and previous.argval in _ENTER_NAMES:
+            # 3.14.10 and 3.15.2 give LOAD_SPECIAL's argument as a number; its name is
+            # in argrepr.
+            special = {previous.argrepr, previous.argval}
+            if previous.opname == "LOAD_SPECIAL" and special & _ENTER_NAMES:
                 unsafe.add(ins.offset)  # 3.14+: LOAD_SPECIAL __enter__; CALL 0
         if ins.opname in ("CALL", "CALL_FUNCTION") and n >= 3:
             before = [

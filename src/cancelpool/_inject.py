@@ -141,6 +141,7 @@ PROTECTED = (
     "_weakrefset",
     "subprocess",
     "multiprocessing",
+    "selectors",
     "cancelpool",
 )
 _PROTECTED_PREFIXES = tuple(name + "." for name in PROTECTED)
@@ -361,11 +362,15 @@ def unsafe_reason(
     if sys.exc_info()[1] is not None:
         return "handling an exception (in an except or finally block, or an __exit__)"
     stop = _stop_code()
+    frames = []
+    while frame is not None and frame.f_code is not stop:
+        frames.append(frame)
+        frame = frame.f_back
+    if frame is None:
+        return "not running the task's code"
     at = offset
-    while frame is not None:
+    for frame in frames:
         code = frame.f_code
-        if code is stop:
-            return None
         module = frame.f_globals.get("__name__", "")
         if is_protected(module):
             return f"inside {module}.{code.co_name}"
@@ -373,9 +378,9 @@ def unsafe_reason(
             return f"inside {code.co_name} ({module}, line {frame.f_lineno})"
         if at is not None and at in unsafe_offsets(code):
             return f"running cleanup in {module}.{code.co_name} (line {frame.f_lineno})"
-        frame = frame.f_back
-        at = frame.f_lasti if frame is not None else None
-    return "not running the task's code"
+        back = frame.f_back  # its caller is judged at the instruction that called
+        at = back.f_lasti if back is not None else None
+    return None
 
 
 def _stop_code() -> CodeType:

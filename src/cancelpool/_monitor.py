@@ -12,10 +12,11 @@ the armed thread call ``_inject.candidate()`` at its candidate points.
 * The raise at a back-edge is made at the destination, from an ``INSTRUCTION`` event
   switched on for that one code object once the back-edge is judged safe, where it is
   judged again. An exception raised from the ``JUMP`` callback itself skips the handlers
-  of the frame it is raised in on 3.13.0 and 3.14.10 (``try: while True: ...`` then
-  ``except``/``finally`` never runs; 3.12.1 runs them; measured here, and the same class of
-  bug as CPython #139622); raised from ``INSTRUCTION`` or ``PY_START`` it does not skip
-  them, on every version (``tests/test_inject.py``).
+  of the frame it is raised in, for some loop shapes, on 3.12.1, 3.13.0 and 3.14.10
+  (``try: while True: ...`` whose ``except``/``finally`` never runs; which shapes differs
+  by version; measured here, the same class of bug as CPython #139622); raised from
+  ``INSTRUCTION`` or ``PY_START`` it does not skip them, on every version
+  (``tests/test_inject.py`` records each version's behaviour).
 * While at least one arm is open (not yet landed, worker not abandoned): ``PY_START``
   (a candidate point, and the code is armed) and ``PY_RESUME`` (the code is armed)
   events, process-wide. Code of protected modules answers ``DISABLE`` once.

@@ -32,6 +32,7 @@ not replace another tool's.
 from __future__ import annotations
 
 import ctypes
+import dis
 import sys
 import threading
 from types import FrameType
@@ -177,10 +178,26 @@ def _global_trace(frame: FrameType, event: str, arg: Any) -> Optional[_FrameTrac
         return None
     if _inject.is_protected(frame.f_globals.get("__name__", "")):
         return None  # no line events in protected code; its callees are still seen
-    interrupt = _inject.candidate(frame, None)
-    if interrupt is not None:
-        raise interrupt
-    return _FrameTrace(frame, -1)
+    if _is_start(frame):
+        # A function's entry: a candidate point. (A generator resumed also reports
+        # "call"; resumed where it yielded, maybe in a finally, it is not one.)
+        interrupt = _inject.candidate(frame, None)
+        if interrupt is not None:
+            raise interrupt
+    return _FrameTrace(frame, frame.f_lasti)
+
+
+_RESUME = dis.opmap.get("RESUME", -1)
+
+
+def _is_start(frame: FrameType) -> bool:
+    """Whether *frame* is starting, not resuming (a generator's or coroutine's)."""
+    lasti = frame.f_lasti
+    if lasti < 0:
+        return True  # 3.9, 3.10: nothing ran yet
+    code = frame.f_code.co_code
+    # 3.11: a frame starts at its ``RESUME 0``; it resumes at ``RESUME 1``-``3``.
+    return code[lasti] == _RESUME and code[lasti + 1] == 0
 
 
 # 3.10+ reports a line event after every backward jump (PEP 626); 3.9 does not when a
