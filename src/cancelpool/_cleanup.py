@@ -29,8 +29,11 @@ cleanup that the source promises:
 * **The call of ``__enter__``** (``SETUP_WITH`` 3.9, 3.10; ``BEFORE_WITH`` 3.11-3.13;
   ``LOAD_SPECIAL __enter__`` then ``CALL``, 3.14+): an ``__enter__`` cut short may have
   taken a lock and not recorded it. (An ``__enter__`` named so is also refused by name.)
-* 3.9, 3.10 only: the gap in ``lock.acquire(); try:`` between the call's return and the
-  ``SETUP_FINALLY`` that sets up the handler. (3.11+ has no instruction there.)
+* **The call of ``lock.acquire(); try:``**: a Python ``acquire`` cut short after it took
+  the lock would leave it held, the handler that releases it not yet covering the code.
+  3.9, 3.10: the call and the gap up to the ``SETUP_FINALLY``; 3.11+: a call whose result
+  is dropped or stored just before an exception-table range begins. Not found on 3.11+:
+  a ``try`` whose body cannot raise (``try: pass``), which no range covers.
 
 A frame that is calling code is at the offset of the calling instruction (``f_lasti``);
 the frame a candidate point is in is judged at the offset it is about to run (a
@@ -200,9 +203,13 @@ def _try_gaps(code: CodeType, instructions: list[dis.Instruction], unsafe: set[i
         after = real[n + 2 :]
         while after and after[0].opname == "NOP" and after[0].offset not in starts:
             after = after[1:]
-        # (Not where a finally's normal copy starts, the outer try of nested ones, nor a
-        # jump out of a try body into an outer finally's range.)
-        begins = after and after[0].offset in starts and after[0].opname not in _JUMPS
+        if not after:
+            continue
+        # A try begins: a handler's first covered instruction (not where a finally's
+        # normal copy starts, the outer try of nested ones, nor a jump out of a try body
+        # into an outer finally's range). A try whose body cannot raise (``try: pass``)
+        # covers nothing, so the call before it is not found: not marked.
+        begins = after[0].offset in starts and after[0].opname not in _JUMPS
         if begins and after[0].offset not in unsafe:
             unsafe.add(ins.offset)
 
