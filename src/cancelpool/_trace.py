@@ -153,7 +153,10 @@ def start(tid: int, tstate: int, top: Optional[FrameType]) -> Optional[str]:
     frame = top
     while frame is not None and frame.f_code is not stop_code:
         if not _inject.is_protected(frame.f_globals.get("__name__", "")):
-            frame.f_trace = _FrameTrace(frame, frame.f_lasti)
+            # Where the frame is now is unknown here: it runs between our steps (the
+            # GIL changes hands between them), so the frame's first event only sets the
+            # mark. Read here, a back-edge could be seen where there was none.
+            frame.f_trace = _FrameTrace(frame, None)
         frame = frame.f_back
     return None
 
@@ -212,20 +215,25 @@ class _FrameTrace:
 
     Events in one frame come in the order its instructions run, so an event at an offset
     not above the previous event's is a backward jump (a line event: to the start of a
-    line; an opcode event: to any instruction, itself included).
+    line; an opcode event: to any instruction, itself included). The first mark is set in
+    the frame's own thread: by its entry, or, for a frame armed from another thread, by
+    its first event (the offset read from another thread may be stale by a whole loop
+    iteration, and a 3.9 campaign raised once between ``q.put()`` and ``q.get()`` that
+    way before this rule, 1 in 10,000).
     """
 
     __slots__ = ("last",)
 
-    def __init__(self, frame: FrameType, last: int) -> None:
-        self.last = last
+    def __init__(self, frame: FrameType, last: Optional[int]) -> None:
+        self.last = last  # None: not known yet (set by the frame's next event)
         if _BY_OPCODE:
             frame.f_trace_opcodes = True
 
     def __call__(self, frame: FrameType, event: str, arg: Any) -> _FrameTrace:
         if event == _EVENT:
             lasti = frame.f_lasti
-            if lasti <= self.last:
+            last = self.last
+            if last is not None and lasti <= last:
                 interrupt = _inject.candidate(frame, lasti)
                 if interrupt is not None:
                     raise interrupt
