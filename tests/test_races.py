@@ -33,6 +33,7 @@ from cancelpool import (
     CancelSource,
     DeadlineExceeded,
     TaskState,
+    _inject,
 )
 from cancelpool._future import ABANDON, COMPLETE, DROP, EXPIRE, INTERRUPT, TAKE
 from cancelpool._stats import SharedCounts, WorkerCounts
@@ -265,12 +266,20 @@ class FutureStateMachine(RuleBasedStateMachine):
 
     @rule(safe=st.booleans())
     def interrupt(self, safe: bool) -> None:
-        # The send itself is simulated: the model checks the state machine around it.
-        refusal = None if safe else "inside threading.wait"
-        self.future._send_interrupt = lambda stop_code: refusal  # type: ignore[method-assign]
-        sent = self.future._transition(INTERRUPT, "", None)
+        # Arming the thread is simulated: the model checks the state machine around it.
+        refusal = None if safe else "its thread is traced by another tool"
+        was_armed = self.future._arm_open
+        real_arm = _inject.arm
+        _inject.arm = lambda future, tally: refusal
+        try:
+            sent = self.future._transition(INTERRUPT, "", None)
+        finally:
+            _inject.arm = real_arm
         can = self.expected in (TaskState.STOPPING, TaskState.INTERRUPTED)
-        assert sent == (can and safe)
+        if can and was_armed:
+            assert sent  # already armed: nothing more to do
+            return
+        assert sent == (can and safe and self.future._tally is not None)
         if sent:
             self.expected = TaskState.INTERRUPTED
             self.interrupts += 1
