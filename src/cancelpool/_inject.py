@@ -77,7 +77,8 @@ not interrupted; the ladder's last step abandons its worker (``cancelpool._escal
 Costs: nothing for a task that is never force-cancelled. While an arm is open (from the
 interrupt until it lands, or the worker is abandoned), 3.12+ calls a short callback on
 every call of user code in every thread, and on every loop iteration of the armed code
-objects in any thread; 3.9-3.11 trace the armed thread only. ``docs/benchmarks.md`` has
+objects in any thread; 3.9-3.11 trace the armed thread only (3.9's interpreter-wide
+"tracing possible" counter still slows every thread by 8-28%). ``docs/benchmarks.md`` has
 the measured cost.
 
 What it cannot do
