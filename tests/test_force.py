@@ -799,8 +799,8 @@ def machinery_left_on(*codes: Any) -> list[str]:
     if sys.version_info >= (3, 12):
         if _monitor._instrumented:
             left.append(f"instrumented {_monitor._instrumented}")
-        if _monitor._pending or _monitor._window_open or _monitor._user_code:
-            left.append("a pending raise or an open window")
+        if _monitor._pending or _monitor._user_code:
+            left.append("a pending raise, or user code remembered from an open window")
         if monitoring_events():
             left.append(f"global events {monitoring_events():#x}")
         tool = _monitor._tool

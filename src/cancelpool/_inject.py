@@ -307,11 +307,6 @@ def _forget(tid: int, own_thread: bool) -> None:
     _backend.stop(tid, own_thread)
 
 
-def armed_future(tid: int) -> Optional[CancellableFuture[Any]]:
-    """The future armed on thread *tid*, if any (for the backends' callbacks)."""
-    return _armed.get(tid)
-
-
 def candidate(frame: FrameType, offset: Optional[int]) -> Optional[TaskInterrupted]:
     """A candidate point of the calling thread: the exception to raise here, if it is safe.
 

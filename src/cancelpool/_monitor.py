@@ -22,7 +22,7 @@ the armed thread call ``_inject.candidate()`` at its candidate points.
   events, process-wide. Code of protected modules answers ``DISABLE`` once.
 
 Events fire in every thread that runs the instrumented code; the callback's first step
-is one dict lookup by thread id (``_inject.armed_future``), and threads that are not armed
+is one dict lookup by thread id (``_inject._armed``), and threads that are not armed
 return there. When the last arm closes, the events are switched off and every code object
 instrumented is restored.
 """
@@ -49,7 +49,6 @@ _pending: dict[int, tuple[FrameType, int]] = {}
 # User code seen entered by threads that are not armed, while the window is open (the
 # others answered DISABLE: protected code is never worth an event).
 _user_code: set[CodeType] = set()
-_window_open = False
 
 
 def prepare() -> Optional[str]:
@@ -85,12 +84,10 @@ def thread_state() -> int:
 
 def window(open_: bool) -> None:
     """Switch the process-wide entry events on (an arm is open) or off (none is)."""
-    global _window_open
     assert _tool is not None
     monitoring: Any = sys.monitoring  # type: ignore[attr-defined]
     events = monitoring.events
     monitoring.set_events(_tool, events.PY_START | events.PY_RESUME if open_ else 0)
-    _window_open = open_
     if not open_:
         _user_code.clear()
 
@@ -178,7 +175,8 @@ def _on_jump(code: CodeType, source: int, destination: int) -> Any:
     frame = sys._getframe(1)
     if _inject.judge(frame, destination) is not None:
         # Safe at the destination: raise there, from its INSTRUCTION event (raised from a
-        # JUMP event, 3.13 and 3.14 skip the handlers of the frame; see the docstring).
+        # JUMP event, 3.12-3.14 skip the handlers of the frame for some loops; see the
+        # docstring).
         with _inject._registry_lock:
             if _armed.get(tid) is not None:
                 _pending[tid] = (frame, destination)
