@@ -7,12 +7,11 @@ neither run inherits the other's free lists. The result is traced bytes per task
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from cancelpool import CancellableThreadPoolExecutor
+from fresh import in_fresh_interpreter
 
 CLASSES = {"stdlib": ThreadPoolExecutor, "ours": CancellableThreadPoolExecutor}
 
@@ -50,16 +49,5 @@ def bytes_per_pending_task(which: str, n: int) -> float:
 
 def measure_in_subprocess(which: str, n: int) -> float:
     """Run :func:`bytes_per_pending_task` in a fresh interpreter."""
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import bench_memory; "
-        "print(bench_memory.bytes_per_pending_task(sys.argv[2], int(sys.argv[3])))"
-    )
-    here = __file__.rsplit("/", 1)[0]
-    out = subprocess.run(
-        [sys.executable, "-c", code, here, which, str(n)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    )
-    return float(out.stdout.strip())
+    result: float = in_fresh_interpreter("bench_memory", "bytes_per_pending_task", which, n)
+    return result

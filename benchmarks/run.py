@@ -15,7 +15,8 @@ below 1 = we are faster). Thread scheduling on a small machine spreads single ro
 by +-30%, hence many alternating rounds and medians. Targets: throughput ratio <= 1.10,
 deadline-cost ratio <= 1.15 with no timer wake-up, cancel latency p99 < 1 ms, memory
 ratio <= 1.2, forced cancel latency p99 < 2 ms for a pure loop and < 5 ms for a loop over
-primitives (issue 10).
+primitives (issue 10), ``shutdown(cancel_futures=True, timeout=0.1)`` with 1,000,000
+tasks queued returns within 0.2 s (issue 11).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import bench_deadline
 import bench_force
 import bench_latency
 import bench_memory
+import bench_shutdown
 import bench_throughput
 import bench_wait
 import bench_window
@@ -229,6 +231,23 @@ def run_memory(size: Sizes) -> dict[str, Any]:
     return {"memory": mem}
 
 
+def run_shutdown(size: Sizes) -> dict[str, Any]:
+    n = size.queued
+    rounds = min(size.rounds, 3)  # each round queues n tasks twice, in fresh interpreters
+    print(f"shutdown(cancel_futures=True) with {n:,} tasks queued, median of {rounds} "
+          f"alternating rounds (stdlib: wait=False; ours: "
+          f"timeout={bench_shutdown.TIMEOUT}):")  # fmt: skip
+    times = bench_shutdown.shutdown_times(n, rounds)
+    row = {"queued": n, "rounds": rounds, "stdlib_s": times["stdlib"], "ours_s": times["ours"],
+           "ours_max_s": times["ours_max"], "ratio": times["ours"] / times["stdlib"],
+           "ours_all_cancelled_s": times["ours_all_cancelled"]}  # fmt: skip
+    print(f"  {'call returned':40} {row['stdlib_s']:8.3f}s  {row['ours_s']:8.3f}s "
+          f"{row['ratio']:7.3f}   (ours at most {row['ours_max_s']:.3f}s)")  # fmt: skip
+    print(f"  {'every future cancelled':40} {row['stdlib_s']:8.3f}s  "
+          f"{row['ours_all_cancelled_s']:8.3f}s")  # fmt: skip
+    return {"shutdown": row}
+
+
 def print_latency(label: str, row: dict[str, Any], width: int = 46) -> None:
     print(f"  {label:{width}} {row['p50_us']:8.1f}µs {row['p99_us']:8.1f}µs "
           f"{row['max_us']:8.1f}µs")  # fmt: skip
@@ -243,6 +262,7 @@ SECTIONS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
     "forced": run_forced,
     "window": run_window,
     "memory": run_memory,
+    "shutdown": run_shutdown,
 }
 
 

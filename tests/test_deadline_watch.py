@@ -134,11 +134,20 @@ def test_a_task_whose_worker_read_the_old_check_time_is_seen_by_that_check() -> 
     assert second.expired == 1
 
 
-def test_a_deadline_already_passed_expires_at_the_next_check() -> None:
+def test_a_zero_deadline_expires_at_start_with_nothing_scheduled() -> None:
+    # timeout=0 has passed when the task starts: expired there, by the worker, before the
+    # task's code runs (not left to a race with the timer thread; issue 11).
     scheduler, watch, (worker,) = make(1)
     future = start(watch, worker, "zero", 0.0)
-    assert scheduler.pending() == [1000.0]
-    scheduler.run_due()
+    assert future.expired == 1
+    assert scheduler.pending() == []
+    assert watch.armed_at == math.inf
+
+
+def test_a_deadline_already_passed_expires_at_the_next_check() -> None:
+    scheduler, watch, (worker,) = make(1)
+    future = start(watch, worker, "tiny", 1e-9)
+    scheduler.advance(1.0)
     assert future.expired == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -262,3 +263,51 @@ class TestChildTasks:
         assert children[0].result(WAIT) is True
         assert children[0].wait_stopped(WAIT)
         assert not future.token._callbacks  # the child's link was dropped
+
+
+class TestGroupCancelWhenACallbackRaises:
+    """Issue 11, item 5: a group cancel cancels every member before re-raising."""
+
+    def test_every_child_source_is_cancelled(self) -> None:
+        parent = CancelSource()
+        children = [CancelSource(parent.token) for _ in range(4)]
+
+        def interrupted() -> None:
+            raise KeyboardInterrupt
+
+        children[2].token.register(interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            parent.cancel("closing")
+        assert [child.reason for child in children] == ["closing"] * 4
+
+    def test_every_task_is_cancelled_and_its_done_callbacks_run(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        group = CancelSource()
+        view = pool.with_options(token=group.token)
+        running = threading.Barrier(3)  # the two tasks that get a worker, and us
+
+        def raises_when_cancelled() -> str:
+            current_token().register(functools.partial(raise_, TaskCancelled("elsewhere")))
+            return wait_on_token(running)
+
+        futures = [
+            view.submit(wait_on_token, running),
+            view.submit(raises_when_cancelled),
+            view.submit(wait_on_token),  # queued
+            view.submit(wait_on_token),  # queued
+        ]
+        done: list[object] = []
+        for future in futures:
+            future.add_done_callback(done.append)
+        running.wait(WAIT)
+        with pytest.raises(TaskCancelled, match="elsewhere"):
+            group.cancel("user closed the window")
+        assert all(future.cancelled() for future in futures)
+        assert sorted(map(id, done)) == sorted(map(id, futures))
+        assert all(future.wait_stopped(WAIT) for future in futures)
+        assert {future.token.reason for future in futures} == {"user closed the window"}
+
+
+def raise_(exc: BaseException) -> None:
+    raise exc

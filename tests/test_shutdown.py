@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent import futures
 from typing import Any
 
 import pytest
 
-from cancelpool import CancellableThreadPoolExecutor, TaskState, current_token
+from cancelpool import CancellableThreadPoolExecutor, TaskState, _drain, current_token
+from cancelpool._drain import SYNC_ITEMS
 
 from .conftest import WAIT, run_forking_program, run_python
 
@@ -312,9 +314,169 @@ def test_a_worker_whose_task_returns_as_it_is_abandoned_leaves_and_is_replaced()
         assert future.wait_stopped(WAIT)
         worker.join(WAIT)
         assert not worker.is_alive() and worker.abandoned
-        assert worker not in ex._threads and worker in ex._abandoned
+        # Let go of once it left (issue 11): no longer in _threads nor in _abandoned.
+        assert worker not in ex._threads and worker not in ex._abandoned
         next_task = ex.submit(threading.get_ident)
         assert next_task.result(WAIT) != worker.ident
         assert len(ex._threads) == 1
     finally:
         ex.shutdown(timeout=WAIT)
+
+
+class TestLongQueue:
+    """``shutdown(timeout=T)`` with a queue too long to cancel in ``T`` (issue 11).
+
+    The queue is taken off at once; what cannot be cancelled in time is cancelled by a
+    thread of its own right after the call returns (``cancelpool._drain``). Functional
+    tests: nothing is lost, nothing runs, observers see every cancel. The speed itself
+    is a benchmark (``benchmarks/bench_shutdown.py``).
+    """
+
+    #: Enough for ``timeout=0`` to hand most of the queue off (``SYNC_ITEMS`` run first).
+    N = 20 * SYNC_ITEMS
+
+    @staticmethod
+    def blocked_executor() -> CancellableThreadPoolExecutor:
+        """One worker, busy with a task that stops when cancelled: the rest stays queued."""
+        ex = CancellableThreadPoolExecutor(max_workers=1)
+        started = threading.Event()
+        ex.submit(cooperative, started)
+        assert started.wait(WAIT)
+        return ex
+
+    def test_every_queued_future_ends_cancelled_and_none_runs(self) -> None:
+        ex = self.blocked_executor()
+        ran: list[int] = []
+        fs = [ex.submit(ran.append, i) for i in range(self.N)]
+        called: list[futures.Future[Any]] = []
+        for f in fs:
+            f.add_done_callback(called.append)
+        ex.shutdown(cancel_futures=True, timeout=0)
+        drop = ex._drop
+        assert drop is not None and drop._thread is not None  # the rest was handed off
+        assert len(list(futures.as_completed(fs, timeout=WAIT))) == self.N
+        assert all(f.cancelled() and f.token.reason == "shutdown" for f in fs)
+        drop._thread.join(WAIT)
+        assert not drop._thread.is_alive()
+        assert ran == []
+        assert sorted(map(id, called)) == sorted(map(id, fs))  # each callback once
+        assert ex.statistics().cancelled == self.N + 1  # and the running one
+
+    def test_the_call_returns_before_the_handed_off_callbacks_run(self) -> None:
+        # Fails before the fix: the whole queue's callbacks ran inside shutdown(), so
+        # this one waited for a gate that only opens after shutdown() returns.
+        ex = self.blocked_executor()
+        fs = [ex.submit(int) for _ in range(self.N)]
+        released: list[bool] = []
+        gate = threading.Event()
+        fs[-1].add_done_callback(lambda _: released.append(gate.wait(WAIT)))
+        ex.shutdown(cancel_futures=True, timeout=0)
+        gate.set()
+        assert not futures.wait(fs, timeout=WAIT).not_done
+        assert ex._drop is not None
+        handed_to = ex._drop._thread
+        if handed_to is not None:
+            handed_to.join(WAIT)  # the callback has returned
+        assert released == [True]
+        assert handed_to is not None
+
+    def test_a_later_shutdown_wait_true_waits_for_the_handed_off_rest(self) -> None:
+        ex = self.blocked_executor()
+        fs = [ex.submit(int) for _ in range(self.N)]
+        blocked = SYNC_ITEMS + 10  # cancelled by the hand-off thread, which stops here
+        entered, gate = threading.Event(), threading.Event()
+
+        def hold(_: object) -> None:
+            entered.set()
+            gate.wait(WAIT)
+
+        fs[blocked].add_done_callback(hold)
+        ex.shutdown(cancel_futures=True, timeout=0)
+        assert entered.wait(WAIT)
+        outcome: list[bool] = []
+
+        def shutdown_and_look() -> None:
+            ex.shutdown(wait=True)
+            outcome.append(all(f.cancelled() for f in fs))
+
+        second = threading.Thread(target=shutdown_and_look)
+        second.start()
+        try:
+            # The second call cancels the rest itself, the hand-off thread being held...
+            others = fs[:blocked] + fs[blocked + 1 :]
+            assert not futures.wait(others, timeout=WAIT).not_done
+            # ...and does not return while that thread is still in a done-callback.
+            assert second.is_alive()
+        finally:
+            gate.set()
+            second.join(WAIT)
+        assert not second.is_alive()
+        assert outcome == [True]
+
+    def test_a_base_exception_from_a_callback_does_not_stop_the_rest(self) -> None:
+        class Boom(BaseException):
+            pass
+
+        def explode(_: object) -> None:
+            raise Boom
+
+        ex = self.blocked_executor()
+        fs = [ex.submit(int) for _ in range(self.N)]
+        fs[SYNC_ITEMS + 10].add_done_callback(explode)
+        ex.shutdown(cancel_futures=True, timeout=0)
+        assert not futures.wait(fs, timeout=WAIT).not_done
+        assert all(f.cancelled() for f in fs)
+        assert ex._drop is not None and ex._drop._thread is not None
+        ex._drop._thread.join(WAIT)
+        assert not ex._drop._thread.is_alive()
+
+    @pytest.mark.parametrize("why", ["exiting", "no thread"])
+    def test_the_rest_is_cancelled_in_the_call_when_no_thread_may_take_it(
+        self, why: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # After the exit hook has run (a shutdown() from an atexit function), or when no
+        # thread can start (3.12+ at exit): late, but nothing is left pending.
+        if why == "exiting":
+            monkeypatch.setattr(_drain, "_exiting", True)
+        else:
+            monkeypatch.setattr(_drain, "_start_thread", lambda target: None)
+        ex = self.blocked_executor()
+        fs = [ex.submit(int) for _ in range(self.N)]
+        ex.shutdown(cancel_futures=True, timeout=0)
+        assert all(f.cancelled() for f in fs)
+        assert ex._drop is not None and ex._drop._thread is None
+
+    def test_a_short_queue_is_cancelled_before_the_call_returns(self) -> None:
+        # As with the stdlib, even with timeout=0.
+        ex = self.blocked_executor()
+        fs = [ex.submit(int) for _ in range(SYNC_ITEMS)]
+        ex.shutdown(cancel_futures=True, timeout=0)
+        assert all(f.cancelled() for f in fs)
+        assert ex._drop is not None and ex._drop._thread is None
+
+    def test_what_is_handed_off_is_cancelled_before_the_interpreter_exits(self) -> None:
+        # The hand-off thread is a daemon; the exit hook finishes its work, so every
+        # done-callback still runs (an atexit function runs after the hook).
+        proc = run_python(
+            f"""
+            import atexit, threading
+            from cancelpool import CancellableThreadPoolExecutor, current_token
+            called = []
+            atexit.register(lambda: print("at exit", len(called), flush=True))
+            ex = CancellableThreadPoolExecutor(max_workers=1)
+            started = threading.Event()
+            def block():
+                started.set()
+                current_token().wait(30)
+            ex.submit(block)
+            started.wait(30)
+            fs = [ex.submit(print, "ran") for _ in range({self.N})]
+            for f in fs:
+                f.add_done_callback(called.append)
+            ex.shutdown(cancel_futures=True, timeout=0)
+            print("handed off", ex._drop._thread is not None, flush=True)
+            """
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split("\n") == ["handed off True", f"at exit {self.N}", ""]
+        assert proc.stderr == ""

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 
 import cancelpool
 from cancelpool import (
+    CancellableFuture,
     CancellableThreadPoolExecutor,
+    CancelSource,
     CancelToken,
     TaskCancelled,
+    TaskState,
     checkpoint,
     current_token,
     current_token_or_none,
@@ -269,3 +272,137 @@ class TestCurrentToken:
 
     def test_public_names_are_exported(self) -> None:
         assert cancelpool.current_token is current_token
+
+
+# What a token callback may raise that is not an Exception: each must reach the canceller,
+# but only after every other callback, the future's state and its done-callbacks.
+STOPS = [KeyboardInterrupt, SystemExit, TaskCancelled]
+
+
+def raiser(cls: type[BaseException], calls: Optional[list[str]] = None) -> Callable[[], None]:
+    def stop() -> None:
+        if calls is not None:
+            calls.append(cls.__name__)
+        raise cls()
+
+    return stop
+
+
+class TestCallbackRaisesBaseException:
+    """Issue 11, item 5: one callback's BaseException no longer cuts a cancel short."""
+
+    @pytest.mark.parametrize("cls", STOPS)
+    def test_every_other_callback_runs_then_it_reaches_the_canceller(
+        self, cls: type[BaseException]
+    ) -> None:
+        source = CancelSource()
+        calls: list[str] = []
+        source.token.register(lambda: calls.append("registered first"))
+        source.token.register(raiser(cls, calls))
+        source.token.register(lambda: calls.append("registered last"))
+        with pytest.raises(cls):
+            source.cancel("stop")
+        assert calls == ["registered last", cls.__name__, "registered first"]
+        assert source.cancelled
+        assert source.reason == "stop"
+        assert source.token.wait(0)
+        assert source.cancel("again") is False
+
+    def test_the_first_is_reraised_and_the_others_are_logged(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        source = CancelSource()
+        calls: list[str] = []
+        source.token.register(raiser(SystemExit, calls))
+        source.token.register(raiser(KeyboardInterrupt, calls))  # runs first
+        with caplog.at_level(logging.ERROR, logger="cancelpool"), pytest.raises(KeyboardInterrupt):
+            source.cancel("closing")
+        assert calls == ["KeyboardInterrupt", "SystemExit"]
+        assert "SystemExit" in caplog.text
+        assert "raiser.<locals>.stop" in caplog.text  # names the callback...
+        assert "'closing'" in caplog.text  # ...and the token's reason
+
+    def test_an_exception_is_logged_with_the_callback_and_the_reason(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        source = CancelSource()
+
+        def close_socket() -> None:
+            raise OSError("socket already closed")
+
+        source.token.register(close_socket)
+        with caplog.at_level(logging.ERROR, logger="cancelpool"):
+            assert source.cancel("user pressed stop") is True
+        assert "close_socket" in caplog.text
+        assert "'user pressed stop'" in caplog.text
+        assert "socket already closed" in caplog.text
+
+    def test_on_a_cancelled_token_register_raises_it_at_once(self) -> None:
+        source = CancelSource()
+        source.cancel()
+        with pytest.raises(KeyboardInterrupt):
+            source.token.register(raiser(KeyboardInterrupt))
+
+    @pytest.mark.parametrize("cls", STOPS)
+    def test_a_running_tasks_cancel_completes_before_it_is_reraised(
+        self, cls: type[BaseException]
+    ) -> None:
+        registered = threading.Event()
+
+        def task() -> None:
+            token = current_token()
+            token.register(raiser(cls))
+            registered.set()
+            token.wait(WAIT)
+            token.raise_if_cancelled()
+
+        with CancellableThreadPoolExecutor(max_workers=1) as ex:
+            future = ex.submit(task)
+            done: list[object] = []
+            future.add_done_callback(done.append)
+            assert registered.wait(WAIT)
+            with pytest.raises(cls):
+                future.cancel(reason="stop", force=False)
+            assert future.done()
+            assert future.cancelled()
+            assert done == [future]  # the done-callbacks ran before it was re-raised
+            assert future._ladder is not None  # and the escalation started
+            assert future.wait_stopped(WAIT)  # the task was woken and stopped
+            assert future.task_state is TaskState.STOPPED
+            assert future.token.reason == "stop"
+            assert future.cancel() is True  # cancelled, for good
+
+    @pytest.mark.skipif(not cancelpool.FORCE_AVAILABLE, reason="needs forced interrupts")
+    def test_a_forced_cancel_escalates_although_a_callback_raised(self) -> None:
+        started = threading.Event()
+        flags = {"release": False}
+
+        def spin() -> None:
+            current_token().register(raiser(KeyboardInterrupt))
+            started.set()
+            while not flags["release"]:  # never looks at its token
+                pass
+
+        with CancellableThreadPoolExecutor(max_workers=1, abandon_after=WAIT) as ex:
+            future = ex.submit(spin)
+            assert started.wait(WAIT)
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    future.cancel(force=True, grace=0)
+                stopped = future.wait_stopped(WAIT)
+            finally:
+                flags["release"] = True
+            assert stopped
+            assert future._interrupts_landed == 1
+            assert future.task_state is TaskState.STOPPED
+
+    def test_an_unbound_futures_done_callbacks_run(self) -> None:
+        future: CancellableFuture[int] = CancellableFuture()
+        calls: list[str] = []
+        future.token.register(raiser(SystemExit, calls))
+        future.add_done_callback(lambda _: calls.append("done-callback"))
+        with pytest.raises(SystemExit):
+            future.cancel()
+        assert calls == ["SystemExit", "done-callback"]
+        assert future.cancelled()
+        assert future.task_state is TaskState.CANCELLED

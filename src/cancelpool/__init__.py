@@ -48,6 +48,10 @@ from ._wait import (
     wait_for,
 )
 
+# isort: split
+# Last, once every module it resets is loaded: registers the library's fork hooks.
+from . import _fork  # noqa: F401
+
 __all__ = (
     "FORCE_AVAILABLE",
     "CallbackHandle",

@@ -14,13 +14,17 @@ objects per future, not seven.
 The lock is always an ``RLock``, as in ``Future``; its ``_is_owned``, ``_release_save``
 and ``_acquire_restore`` are what ``Condition.__init__`` would have bound (every
 interpreter we support has them; ``tests/test_compat.py`` checks).
+
+``wait()`` reads a timeout it cannot wait for (infinity, or ``threading.TIMEOUT_MAX`` and
+more) as no limit: ``Future.result(math.inf)`` waits, where the stdlib's future raises
+``OverflowError`` from the lock (issue 11). Any other timeout is passed on unchanged.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, Optional
 
 __all__ = ("FutureCondition",)
 
@@ -40,6 +44,15 @@ class FutureCondition(threading.Condition):
     def release(self) -> None:
         """The lock's ``release()``."""
         self._lock.release()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """``Condition.wait``, where a timeout too long for the lock means no limit."""
+        try:
+            if timeout is not None and timeout >= threading.TIMEOUT_MAX:
+                timeout = None
+        except TypeError:
+            pass  # not a number: let Condition.wait refuse it, as the stdlib does
+        return super().wait(timeout)
 
     def _release_save(self) -> Any:
         return self._lock._release_save()  # type: ignore[attr-defined]

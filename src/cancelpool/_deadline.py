@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import weakref
 from collections import deque
@@ -98,6 +97,12 @@ class DeadlineWatch:
         Call from the worker's thread after publishing the task (``current_item``) and
         taking it (TAKE), before calling its code.
         """
+        if timeout == 0:
+            # Passed already: expire it here, before its code runs, so that its token
+            # is cancelled when it starts (whether the timer thread would have been
+            # first is not left to chance). ``with_options(timeout=0)`` documents this.
+            future._expire()
+            return
         at = self._clock() + timeout
         future._deadline_at = at
         # Read through the deque, after the writes: the module docstring says why.
@@ -193,9 +198,6 @@ _watches: weakref.WeakSet[DeadlineWatch] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
+    """In a forked child: every watch forgets its check (called by ``cancelpool._fork``)."""
     for watch in list(_watches):
         watch._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

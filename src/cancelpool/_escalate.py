@@ -26,18 +26,52 @@ a safe point, it raises there and the thread exits.
 Every rung is taken at most once per step; a task whose code ends at any point
 (``COMPLETE``) makes every later rung a no-op, because each rung is a transition that
 only applies to a task still running.
+
+How warnings reach the user
+---------------------------
+The rungs warn from the timer thread, a daemon thread that the interpreter stops where
+it stands at exit, and the warning comes after what it reports: the ABANDON transition
+is the decision that the task is still running, so it cannot wait for the warning (the
+task may end in between: that warning would be false), and the warning cannot be
+issued under the future's lock (``showwarning``, filters and logging handlers are user
+code). So a program that saw ABANDONED (or the replacement worker) and exited at once
+could exit before the warning was out: 3 runs in 10 lost it. Instead, a warning is
+*pending* (``_Delivery``) until it is out: the abandonment's from before its ABANDON
+transition, the others from when they are issued; and the exit hook
+(``cancelpool._worker._python_exit``), which runs before the interpreter stops daemon
+threads, waits for every pending one (``deliver_pending``, bounded by
+``DELIVERY_TIMEOUT``). This is an order, not a race: the warning was pending before the
+transition that the program observed (through the future's lock, or the steps after
+it), so the program's exit begins after that, and its exit hook finds it and waits.
+
+A warning points at the task's code, not at cancelpool's: ``warnings.warn_explicit``
+with the file and line of the innermost user frame of the task (``user_site``), and that
+frame's module and ``__warningregistry__``, as ``warnings.warn`` would use in that code,
+so filters by module, by category (``-W error::cancelpool.WorkerAbandonedWarning``) and
+``catch_warnings()`` apply as usual. A filter that turns one into an error is honoured
+by logging, not raising: the warning is issued on the timer thread (or, with
+``grace=0``, by chance in the thread that cancelled) where an exception would only cut
+the ladder's step short and reach nobody, so it is logged at ERROR on the
+``cancelpool`` logger (printed to stderr when logging is not configured), and the
+ladder goes on.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 import platform
 import reprlib
 import sys
+import sysconfig
 import threading
+import time
 import traceback
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, Optional, Union
+from types import CodeType, FrameType
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
 
 from . import _inject
 from ._current import _slot
@@ -63,7 +97,17 @@ MAX_SENDS = 3
 HANDOVER = 0.002
 
 _force_unavailable_warned = False
+# Guards _force_unavailable_warned: the warning is issued once per process.
 _warn_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: a fresh ``_warn_lock`` (called by ``cancelpool._fork``).
+
+    Whether the warning was issued is kept: the child shares the parent's output.
+    """
+    global _warn_lock
+    _warn_lock = threading.Lock()
 
 
 class Policy:
@@ -201,7 +245,7 @@ class Ladder:
             self.abandon()
             return
         if not _inject.AVAILABLE:
-            _warn_force_unavailable()
+            _warn_force_unavailable(future)
             self.schedule(self.abandon_at, self.step)
             return
         if armed:
@@ -229,10 +273,20 @@ class Ladder:
         self.schedule(self.abandon_at, self.step)
 
     def abandon(self) -> None:
-        """Detach the worker running this task and start a replacement."""
+        """Detach the worker running this task, start a replacement, and warn.
+
+        The warning is pending (``_Delivery``) from before the ABANDON transition, which
+        is what makes the abandonment observable: a program that saw it and exits at
+        once has its exit hook wait for the warning (module docstring, "How warnings
+        reach the user").
+        """
+        with _Delivery():
+            if self.future._transition(ABANDON):
+                self._detach_and_warn()
+
+    def _detach_and_warn(self) -> None:
+        """After ABANDON: detach the task's worker (replaced if it can be), and warn."""
         future = self.future
-        if not future._transition(ABANDON):
-            return
         worker = find_worker(future)
         from ._worker import is_global_shutdown
 
@@ -266,7 +320,7 @@ class Ladder:
         if category in self.warned:
             return
         self.warned.add(category)
-        emit(category, message + stack_of(self.future))
+        emit(category, message, self.future)
 
 
 def find_worker(future: CancellableFuture[Any]) -> Optional[WorkerThread]:
@@ -307,36 +361,207 @@ def describe(future: CancellableFuture[Any]) -> str:
     return f"task {call}{thread} (cancel reason {reason!r})"
 
 
-def stack_of(future: CancellableFuture[Any]) -> str:
-    """Where the task's thread is now, the task's frames only; never raises."""
+def task_frames(future: CancellableFuture[Any]) -> Optional[list[FrameType]]:
+    """The frames of the task's code now running on its thread, innermost first.
+
+    Returns:
+        The task's frames (empty: its thread is in C code called by the task), or None
+        if the task's thread is not running the task's code (it returned, or never ran).
+    """
     tally = future._tally
     frame = sys._current_frames().get(tally.tid) if tally is not None else None
-    if frame is None:
-        return ""
     stop = _inject._stop_code()
     frames = []
     while frame is not None and frame.f_code is not stop:
         frames.append(frame)
         frame = frame.f_back
+    return None if frame is None else frames
+
+
+def stack_of(future: CancellableFuture[Any]) -> str:
+    """Where the task's thread is now, the task's frames only; never raises."""
+    return _format_stack(task_frames(future))
+
+
+def _format_stack(frames: Optional[list[FrameType]]) -> str:
+    if frames is None:
+        return ""
     if not frames:
         return "\nIts thread is not running Python code of the task (blocked in C)."
     lines = traceback.format_list(traceback.extract_stack(frames[0], limit=len(frames)))
     return "\nIts thread is at (most recent call last):\n" + "".join(lines).rstrip()
 
 
-def emit(category: type[Warning], message: str) -> None:
-    """Issue a warning from the timer thread without ever raising there."""
-    try:
-        warnings.warn(message, category, stacklevel=2)
-    except Exception:  # noqa: BLE001 - any filter action that raises
-        # A filter turned the warning into an error: in the timer thread nobody would
-        # see it raised, so log it instead.
-        import logging
+class _Site(NamedTuple):
+    """Where a warning points: what ``warnings.warn`` finds in the caller's frame."""
 
-        logging.getLogger("cancelpool").warning("%s: %s", category.__name__, message)
+    filename: str
+    lineno: int
+    module: str
+    module_globals: Optional[dict[str, Any]]  # where its __warningregistry__ is
 
 
-def _warn_force_unavailable() -> None:
+_LIBRARY_PREFIXES: Optional[tuple[str, ...]] = None
+
+
+def _library_prefixes() -> tuple[str, ...]:
+    """Directories whose code is not the user's: the stdlib, installed packages, ours."""
+    global _LIBRARY_PREFIXES
+    if _LIBRARY_PREFIXES is None:
+        paths = sysconfig.get_paths()
+        dirs = {paths.get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+        dirs.add(os.path.dirname(threading.__file__))  # the stdlib, whatever sysconfig says
+        dirs.add(os.path.dirname(__file__))  # cancelpool
+        _LIBRARY_PREFIXES = ("<frozen ", *(os.path.join(d, "") for d in dirs if d))
+    return _LIBRARY_PREFIXES
+
+
+def user_site(frames: Optional[list[FrameType]], fn: Any) -> _Site:
+    """The line of user code a warning about a task points at.
+
+    The innermost of the task's frames that is not library code (the stdlib, installed
+    packages, cancelpool): where the user's code is now (``stuck()`` calling
+    ``event.wait()``, not ``threading.py``). Else the outermost task frame (the function
+    submitted, if it is a library's), else the first line of *fn*'s code (the task is
+    in C code it called directly), else a ``<module>`` placeholder (a builtin submitted
+    directly: there is no Python line to point at).
+    """
+    if frames:
+        prefixes = _library_prefixes()
+        frame = next((f for f in frames if not f.f_code.co_filename.startswith(prefixes)), None)
+        if frame is None:
+            frame = frames[-1]
+        module = frame.f_globals.get("__name__", "<string>")
+        return _Site(frame.f_code.co_filename, frame.f_lineno, module, frame.f_globals)
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    fn = getattr(fn, "__func__", fn)  # a bound method
+    code = getattr(fn, "__code__", None)
+    fn_globals = getattr(fn, "__globals__", None)
+    if isinstance(code, CodeType) and isinstance(fn_globals, dict):
+        module = fn_globals.get("__name__", "<string>")
+        return _Site(code.co_filename, code.co_firstlineno, module, fn_globals)
+    module = getattr(fn, "__module__", None) or "cancelpool"
+    return _Site(f"<{module}>", 0, module, None)
+
+
+def emit(
+    category: type[Warning],
+    message: str,
+    future: Optional[CancellableFuture[Any]] = None,
+    *,
+    stack: bool = True,
+) -> None:
+    """Issue a warning about *future*'s task, pointing at the task's code; never raises.
+
+    The message gets the task's stack appended (if *stack*), and the warning the
+    location of its user code (``user_site``), through ``warnings.warn_explicit`` with
+    that frame's module and registry, so that filters by module and "once per location"
+    apply as they would to a ``warnings.warn`` in that code. A filter that turns the
+    warning into an error is honoured by logging it, not raising it (module docstring,
+    "How warnings reach the user").
+    """
+    with _Delivery():
+        frames = task_frames(future) if future is not None else None
+        worker = find_worker(future) if future is not None else None
+        item = worker.current_item if worker is not None else None
+        try:
+            site = user_site(frames, item.fn if item is not None else None)
+        except Exception:  # noqa: BLE001 - a task callable whose attributes raise
+            site = _Site("<unknown>", 0, "cancelpool", None)
+        text = (message + _format_stack(frames)) if stack else message
+        registry: Optional[dict[Any, Any]] = None
+        if site.module_globals is not None:
+            registry = site.module_globals.setdefault("__warningregistry__", {})
+        try:
+            warnings.warn_explicit(
+                text,
+                category,
+                site.filename,
+                site.lineno,
+                site.module,
+                registry,
+                # Not module_globals: like warnings.warn (the C one), leave the source
+                # line to linecache; a loader's get_source may raise (python -c's does).
+            )
+        except Exception as exc:  # noqa: BLE001 - an "error" filter, or a failing showwarning
+            _log_unissued(category, text, site, exc)
+
+
+def _log_unissued(category: type[Warning], text: str, site: _Site, exc: Exception) -> None:
+    """Log a warning that issuing raised *exc* for (see "How warnings reach the user")."""
+    if isinstance(exc, Warning):
+        why = (
+            f"A warnings filter turned this {category.__name__} into an error. It is logged, "
+            "not raised: cancelpool issues it from its own escalation, in thread "
+            f"{threading.current_thread().name!r}, where an exception would stop nothing."
+        )
+        info = None
+    else:
+        why = f"Issuing this {category.__name__} raised {exc!r} (warnings.showwarning?)."
+        info = exc
+    logging.getLogger("cancelpool").error(
+        "%s:%s: %s: %s\n(%s)",
+        site.filename,
+        site.lineno,
+        category.__name__,
+        text,
+        why,
+        exc_info=info,
+    )
+
+
+class _Delivery:
+    """A warning being issued: ``deliver_pending()`` (the exit hook) waits for it.
+
+    ``with _Delivery():`` around the code that decides on a warning and issues it. Each
+    is a fresh ``Event`` in ``_undelivered``, keyed to the thread issuing it, set and
+    removed when the block ends however it ends. Costs nothing on a task's path: only
+    the escalation's rare steps make one.
+    """
+
+    __slots__ = ("done",)
+
+    def __enter__(self) -> None:
+        self.done = threading.Event()
+        _undelivered[self.done] = threading.current_thread()
+
+    def __exit__(self, *exc_info: object) -> None:
+        _undelivered.pop(self.done, None)
+        self.done.set()
+
+
+# Warnings being issued (see _Delivery), with the thread issuing each. Plain dict
+# operations, atomic with or without a GIL.
+_undelivered: dict[threading.Event, threading.Thread] = {}
+#: The longest the exit hook waits for warnings being issued (a ``showwarning`` that
+#: blocks must not hang the exit); issuing one takes well under a millisecond.
+DELIVERY_TIMEOUT = 5.0
+
+
+def deliver_pending(timeout: float = DELIVERY_TIMEOUT) -> bool:
+    """Wait until every warning being issued by another thread is out (the exit hook).
+
+    Called by the exit hook, before the interpreter stops daemon threads (the timer
+    thread among them) where they stand. Warnings whose thread is gone are not waited
+    for: a thread that died issuing one, or, in a forked child, the parent's threads.
+
+    Returns:
+        Whether none is left after at most *timeout* seconds.
+    """
+    deadline = time.monotonic() + timeout
+    me = threading.current_thread()
+    while True:
+        pending = [(d, t) for d, t in list(_undelivered.items()) if t is not me and t.is_alive()]
+        if not pending:
+            return True
+        done, _ = pending[0]
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            return False
+
+
+def _warn_force_unavailable(future: CancellableFuture[Any]) -> None:
+    """Warn, once per process, that forced cancels cannot interrupt (at *future*'s task)."""
     global _force_unavailable_warned
     with _warn_lock:
         if _force_unavailable_warned:
@@ -348,4 +573,6 @@ def _warn_force_unavailable() -> None:
         "(cancelpool.FORCE_AVAILABLE is False; why: docs/forced-cancellation.md, PyPy): a "
         "forced cancel sets the task's token, then abandons its worker after grace + "
         "abandon_after. Make long tasks check their token to stop them for real.",
+        future,
+        stack=False,
     )

@@ -13,7 +13,8 @@ What we override and why (everything else is inherited):
     context the stdlib would give it, see ``cancelpool._compat``); fail queued futures
     through their state machine, outside the executor's lock.
 ``shutdown``
-    adds ``timeout=`` and ``cancel_running=``, and returns the tasks still running.
+    adds ``timeout=`` and ``cancel_running=``, and returns the tasks still running;
+    with a timeout it returns in time however long the queue (``cancelpool._drain``).
 ``map``
     cancels the remaining futures, running ones included, when the iterator stops early,
     on every Python version (the stdlib cancels only pending ones, and before 3.12 not
@@ -26,11 +27,20 @@ in ``shutdown()``/``_initializer_failed()`` and worker creation. ``submit`` hold
 inside it, ``_worker.global_shutdown_lock``. No future transition, and so no user
 callback, runs under either: items are drained under the lock and failed or cancelled
 after it is released, so a done-callback may call ``submit()`` without deadlocking.
+``shutdown()`` also sets ``_shutdown`` (only ever from False to True) just before it
+takes the lock, so that submitters racing it fail at once rather than hold it off; a
+``submit()`` already past its check queues its item before ``shutdown()`` drains.
+A worker moves from ``_threads`` to ``_abandoned`` (``_abandon_worker``), and out of it
+with its counts into ``_counts.retired`` (``_retire_worker``), under ``_counts.lock``,
+the leaf lock that ``statistics()`` takes to list the workers whose tasks it counts.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+import numbers
+import operator
 import queue
 import sys
 import threading
@@ -51,13 +61,14 @@ from ._compat import (
 )
 from ._current import _slot
 from ._deadline import DeadlineWatch
+from ._drain import Drop, drain
 from ._escalate import Policy
 from ._future import (
     DROP,
     CancellableFuture,
 )
 from ._options import ExecutorView, TaskOptions, _handoff, submit_with, submits_plainly
-from ._stats import ExecutorStatistics, SharedCounts
+from ._stats import ExecutorStatistics, SharedCounts, WorkerCounts
 from ._timer import get_scheduler
 from ._token import CancelToken
 from ._validate import DEFAULT, _Default, check_bool, check_callable, check_timeout
@@ -71,6 +82,9 @@ if TYPE_CHECKING:
 __all__ = ("CancellableThreadPoolExecutor",)
 
 T = TypeVar("T")
+
+
+LOGGER = logging.getLogger("cancelpool")
 
 
 class CancellableThreadPoolExecutor(ThreadPoolExecutor):
@@ -124,14 +138,16 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         force: Whether a plain ``cancel()`` of a running task escalates (per call:
             ``cancel(force=...)``). Default False: cooperative only.
         grace: Seconds a cancelled running task has to stop on its own before it is
-            interrupted (force) or a ``StillRunningWarning`` names it (no force).
+            interrupted (force) or a ``StillRunningWarning`` names it (no force);
+            ``math.inf``: never.
         abandon_after: Seconds after the first interrupt attempt at which a task still
-            running gets its worker abandoned and replaced.
+            running gets its worker abandoned and replaced; ``math.inf``: never.
         exit_timeout: The most seconds interpreter exit waits for this executor's
             unfinished tasks before cancelling them (reason ``"exit"``) and abandoning
-            their workers; None waits as long as they take, like the stdlib.
-        task_timeout: Every task's deadline, in seconds from when it starts; None: no
-            deadline. See :meth:`with_options` for what a deadline does.
+            their workers; None (or ``math.inf``) waits as long as they take, like the
+            stdlib.
+        task_timeout: Every task's deadline, in seconds from when it starts; None (or
+            ``math.inf``): no deadline. See :meth:`with_options` for what a deadline does.
         inherit_token: Whether a task submitted from inside another cancelpool task (to
             any ``CancellableThreadPoolExecutor``) is cancelled when that task is.
         **ctxkwargs: 3.14+ only: passed on to ``prepare_context()``, as by the stdlib.
@@ -170,8 +186,10 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     ) -> None:
         reject_context_kwargs(type(self), ctxkwargs)  # before 3.14 there are none
         if max_workers is not None:
-            if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+            given: object = max_workers  # any Integral: numpy's ints too, as the stdlib
+            if isinstance(given, bool) or not isinstance(given, numbers.Integral):
                 raise TypeError(f"max_workers must be an int or None, got {max_workers!r}")
+            max_workers = operator.index(given)
             if max_workers <= 0:
                 raise ValueError(f"max_workers must be greater than 0, got {max_workers!r}")
         if not isinstance(thread_name_prefix, str):
@@ -208,8 +226,10 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         )
         # Expires the deadlines (counted from the start) of the tasks the workers run.
         self._deadlines = DeadlineWatch(self._policy.scheduler, self._threads)
-        # Workers detached because their cancelled task would not stop (their counts
-        # still count); they are no longer in _threads.
+        # Workers detached because their cancelled task would not stop, until their
+        # thread leaves the task (_retire_worker): shutdown() reports their tasks, and
+        # statistics() counts their tasks. Not in _threads. Moved in and out under
+        # _counts.lock (see statistics()).
         self._abandoned: list[WorkerThread] = []
         # Set by shutdown(cancel_running=True): the reason to cancel any task a worker
         # takes from now on with. A one-slot deque, not an attribute: a worker reads it
@@ -217,6 +237,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         # scans the workers, and operations on one deque are ordered on every build, so
         # one of the two sees the other without a GIL too (WorkerThread.run_task).
         self._stop_new_tasks: deque[Optional[str]] = deque((None,), maxlen=1)
+        # The tasks shutdown(cancel_futures=True) took off the queue, until cancelled
+        # (cancelpool._drain): a later shutdown(wait=True) waits for them too.
+        self._drop: Optional[Drop] = None
         # Worker names count up, so a name is never reused within one executor.
         self._worker_numbers = itertools.count()
 
@@ -322,13 +345,18 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         task ends.
 
         Args:
-            timeout: Seconds each task may take, ``>= 0``; None: no deadline (also
-                turning off the executor's ``task_timeout``).
+            timeout: Seconds each task may take, ``>= 0``; None (or ``math.inf``): no
+                deadline (also turning off the executor's ``task_timeout``). 0 is a
+                deadline passed already: counted from the start, the task's token is
+                cancelled before its code runs and the future fails with
+                ``DeadlineExceeded`` (the code runs until it checks the token);
+                counted from submission, the task never runs.
             timeout_from: ``"start"`` (default) or ``"submit"``.
             force: Whether a cancel of the task (``future.cancel()``, its deadline, its
                 group) escalates to an interrupt; ``future.cancel(force=...)`` still
                 overrides it per call.
-            grace: Seconds the task has to stop on its own before escalating.
+            grace: Seconds the task has to stop on its own before escalating;
+                ``math.inf``: never escalates.
             token: A token whose cancel cancels the task (``CancelSource().token``): one
                 ``cancel()`` for a whole group. None: no group.
             inherit: Whether a task submitted from inside another cancelpool task is
@@ -358,7 +386,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         iteration, *chunksize* is ignored. Without *buffersize* every call is submitted
         before this returns; with it (as 3.14's ``map``, on every version), only the
         first *buffersize* calls are, and each result taken submits the next call, so an
-        endless or huge iterable is consumed as the results are. In addition, when the
+        endless or huge iterable is consumed as the results are; the iterator keeps the
+        executor alive until it has submitted the last call (3.14's lets it be collected
+        mid-iteration and then stops early, silently). In addition, when the
         iterator raises (a call's exception, ``TimeoutError``) or is closed or dropped
         before the end, every future it has not yielded yet is cancelled with reason
         ``"map"``, running ones included.
@@ -392,7 +422,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         refill: Optional[_Refill[T]] = None
         first: Iterable[tuple[Any, ...]] = arguments
         if buffersize is not None:
-            first = itertools.islice(arguments, buffersize)
+            # (islice takes at most sys.maxsize: a larger buffer is as good as unbounded)
+            first = itertools.islice(arguments, min(buffersize, sys.maxsize))
             refill = _Refill(self, options, fn, arguments)
         # Future, not CancellableFuture: a hook on submit() may return another kind.
         futures: list[Future[T]] = []
@@ -405,8 +436,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 for args in first:
                     futures.append(submit_with(self, options, fn, args, {}))  # noqa: PERF401
         except BaseException:
-            for future in reversed(futures):
-                _cancel(future)
+            _cancel_each(reversed(futures))
             raise
         return _MapIterator(futures, end_time, refill)
 
@@ -451,8 +481,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             if worker.abandoned:
                 return False
             worker.abandoned = True
-            self._threads.discard(worker)
-            self._abandoned.append(worker)
+            with self._counts.lock:  # one step for statistics() (see there)
+                self._threads.discard(worker)
+                self._abandoned.append(worker)
             _worker.forget_worker(worker)
             # Keep the pool's capacity while it may still get work: not shut down, or
             # shut down with tasks still queued that someone must run or drop. Never at
@@ -468,6 +499,21 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 return True
             return False
 
+    def _retire_worker(self, worker: WorkerThread) -> None:
+        """Let go of abandoned *worker*: its task's code has ended and it is exiting.
+
+        Called by the worker itself (``WorkerThread._leave_abandoned``), after its last
+        count, so that an executor that abandons workers does not keep every one of them
+        for ever; their counts move to ``SharedCounts.retired``, in the same locked step,
+        so the totals of ``statistics()`` do not change. Nothing else needs the worker:
+        it runs no task, so ``shutdown()`` has nothing to report from it.
+        """
+        counts = self._counts
+        with counts.lock:
+            if worker in self._abandoned:
+                self._abandoned.remove(worker)
+                counts.retired.add(worker.counts)
+
     def _initializer_failed(self) -> None:
         with self._shutdown_lock:
             self._broken = "A thread initializer failed, the thread pool is not usable anymore"
@@ -475,16 +521,12 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         for item in items:
             item.future._transition(DROP, exception=self.BROKEN(self._broken))
 
-    def _drain_queue(self) -> list[WorkItem]:
-        """Take every queued item off the queue. Call under ``_shutdown_lock``."""
-        items: list[WorkItem] = []
-        while True:
-            try:
-                item = self._work_queue.get_nowait()
-            except queue.Empty:
-                return items
-            if item is not None:
-                items.append(item)
+    def _drain_queue(self) -> deque[WorkItem]:
+        """Take every queued item off the queue, in one fast step (``_drain.drain``).
+
+        Call under ``_shutdown_lock``.
+        """
+        return drain(self._work_queue)
 
     # ------------------------------------------------------------------ shutting down
 
@@ -502,6 +544,15 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         Safe to call more than once. With the stdlib's arguments it does what the stdlib
         does: ``cancel_futures=True`` cancels the tasks that have not started and lets
         running ones finish.
+
+        With a *timeout*, the call returns within it plus a few milliseconds, however
+        many tasks are queued: the queue is emptied at once, so none of its tasks can
+        run; the first thousand are cancelled before the call returns, more while time
+        is left, and the rest by a thread of their own right after it (see
+        ``cancelpool._drain``). A future not cancelled yet when the call returns is
+        pending; ``result()``, ``wait()`` and ``as_completed()`` see it cancelled
+        shortly after (a million take 1-5 s). A later ``shutdown(wait=True)`` waits
+        for them too.
 
         Args:
             wait: Wait for the workers to finish their tasks and exit (bounded by
@@ -540,19 +591,27 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         if seconds is not None and not wait:
             raise ValueError(f"timeout={timeout!r} needs wait=True: nothing waits with wait=False")
         deadline = None if seconds is None else time.monotonic() + seconds
+        # Set before the lock too: submit() calls racing this one then give up at their
+        # next try instead of queueing behind it for the lock (issue 11).
+        self._shutdown = True
         with self._shutdown_lock:
             self._shutdown = True
             if cancel_running:
                 # Before the scan below: see WorkerThread.run_task.
                 self._stop_new_tasks.append("shutdown")
-            dropped = self._drain_queue() if cancel_futures else []
+            dropped = self._drain_queue() if cancel_futures else None
             # Wake workers blocked on the queue so they see _shutdown and exit.
             self._work_queue.put(None)
-        for item in dropped:
-            item.future._transition(DROP, reason="shutdown")
         workers = list(self._threads)
+        stop: Optional[BaseException] = None
         if cancel_running:
-            self._cancel_running(workers, use_force, seconds)
+            # Before the queued tasks: those can no longer run, and the escalation of
+            # these counts its compressed ladder from now.
+            stop = self._cancel_running(workers, use_force, seconds)
+        if dropped:
+            self._drop = Drop(dropped, "shutdown")
+            # Within the timeout, or all of them (as the stdlib) without one.
+            self._drop.run_or_hand_off(deadline)
         if wait:
             me = threading.current_thread()
             for worker in workers:
@@ -562,30 +621,45 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                     worker.join()
                 else:
                     worker.join(max(0.0, deadline - time.monotonic()))
+            drop = self._drop
+            if drop is not None:  # futures done, even those an earlier call handed off
+                drop.finish(deadline)
         # Nothing of ours stays on the timer that no running task needs, so its thread
         # exits once idle (a pending deadline check would keep it until due).
         self._deadlines.close()
-        return self._still_running(workers + [w for w in self._abandoned if w not in workers])
+        abandoned = list(self._abandoned)  # one step: a worker may retire meanwhile
+        running = self._still_running(workers + [w for w in abandoned if w not in workers])
+        _reraise(stop)  # a token callback's KeyboardInterrupt, once all the rest is done
+        return running
 
     def _cancel_running(
         self, workers: list[WorkerThread], force: bool, seconds: Optional[float]
-    ) -> None:
+    ) -> Optional[BaseException]:
+        """Cancel the workers' running tasks (and escalate them, if *force*).
+
+        Returns:
+            The first exception a cancel raised (a token callback's ``BaseException``),
+            for ``shutdown()`` to re-raise once it has done the rest; None if none did.
+        """
         policy = self._policy
         if seconds is None:
             grace, abandon_after = policy.grace, policy.abandon_after
         else:  # compress the ladder into the timeout
             grace = min(policy.grace, seconds / 4)
             abandon_after = max(0.0, seconds * 0.75 - grace)
+        stop: Optional[BaseException] = None
         for worker in workers:
             item = worker.current_item
             if item is None:
                 continue
             future = item.future
+            try:
+                future.cancel(reason="shutdown", force=False)
+            except BaseException as exc:  # noqa: BLE001 - re-raised after the rest (_cancel_each)
+                stop = _first(stop, exc)
             if force:
-                future.cancel(reason="shutdown", force=False)
                 policy.escalate(future, True, grace, abandon_after)
-            else:
-                future.cancel(reason="shutdown", force=False)
+        return stop
 
     @staticmethod
     def _still_running(workers: list[WorkerThread]) -> tuple[CancellableFuture[Any], ...]:
@@ -603,8 +677,14 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
 
         Exact whenever no task is changing state; see ``ExecutorStatistics``.
         """
-        workers = [worker.counts for worker in list(self._threads) + list(self._abandoned)]
         counts = self._counts
+        with counts.lock:
+            # Under the lock that moves a worker from _threads to _abandoned and on to
+            # counts.retired: each worker's tasks are counted once, and none is missed.
+            workers = [worker.counts for worker in list(self._threads) + self._abandoned]
+            retired = WorkerCounts()
+            retired.add(counts.retired)
+        workers.append(retired)
         # Read in causal order: each event is read before the events that must precede
         # it for the same task (a task ends after it started, starts after it was
         # submitted, is cancelled while running after it started and before it stops),
@@ -681,20 +761,30 @@ class _MapIterator(Iterator[T]):
         # before the running ones, so a worker freed by a stopping task cannot take a
         # queued one in between. (If iteration had started, the generator's finally
         # already cancelled them in that order; these calls are then no-ops.)
-        for future in reversed(self._futures):
-            _cancel(future)
-        self._futures.clear()
+        try:
+            _cancel_each(reversed(self._futures))
+        finally:
+            self._futures.clear()
 
 
 class _Refill(Generic[T]):
     """``map(buffersize=...)``'s supply of further calls: submits the next one on demand.
 
-    It refers to the executor weakly, as 3.14's ``map`` does, so that an unfinished
-    iterator does not keep an otherwise unreferenced executor alive, and submits through
-    the executor's ``submit()``, as 3.14's does, so that hooks on it see these calls too.
+    It submits through the executor's ``submit()``, as 3.14's ``map`` does, so that
+    hooks on it see these calls too.
+
+    Unlike 3.14's ``map``, it holds the executor strongly, until the arguments run out:
+    ``list(CancellableThreadPoolExecutor(2).map(f, items, buffersize=4))`` returns every
+    result. 3.14's holds a weak reference ("so that the executor can be garbage
+    collected independently of the result iterator", gh-74028), and when nothing else
+    refers to the executor, it is freed mid-iteration and the iterator silently ends
+    after the buffered calls: 4 results of 100 (issue 11). A strong reference keeps the
+    executor no longer than the iterator needs it: when the iterator is its only owner,
+    dropping or closing the iterator (or running out of arguments) lets the executor
+    go, and its workers exit as with any executor dropped unused.
     """
 
-    __slots__ = ("_arguments", "_executor_ref", "_fn", "_options")
+    __slots__ = ("_arguments", "_executor", "_fn", "_options")
 
     def __init__(
         self,
@@ -703,18 +793,23 @@ class _Refill(Generic[T]):
         fn: Callable[..., T],
         arguments: Iterator[tuple[Any, ...]],
     ) -> None:
-        self._executor_ref = weakref.ref(executor)
+        self._executor: Optional[CancellableThreadPoolExecutor] = executor
         self._options = options
         self._fn = fn
         self._arguments = arguments
 
     def next_future(self) -> Optional[Future[T]]:
-        """Submit the next call; None when the arguments or the executor are gone."""
-        executor = self._executor_ref()
+        """Submit the next call; None when the arguments are used up.
+
+        Raises:
+            RuntimeError: the executor was shut down (from ``submit()``).
+        """
+        executor = self._executor
         if executor is None:
             return None
         args = next(self._arguments, None)
         if args is None:
+            self._executor = None  # not needed any more: let it go (see above)
             return None
         if submits_plainly(executor, self._options):
             return executor.submit(self._fn, *args)
@@ -741,8 +836,7 @@ def _map_results(
             timeout = None if end_time is None else end_time - time.monotonic()
             yield _result_or_cancel(futures.pop(), timeout)
     finally:
-        for future in futures:
-            _cancel(future)
+        _cancel_each(futures)
 
 
 def _result_or_cancel(future: Future[T], timeout: Optional[float]) -> T:
@@ -758,6 +852,40 @@ def _result_or_cancel(future: Future[T], timeout: Optional[float]) -> T:
     finally:
         # Break a reference cycle with the exception in future._exception (as stdlib).
         del future
+
+
+def _cancel_each(futures: Iterable[Future[Any]]) -> None:
+    """``_cancel`` every one of *futures*, whatever one of the cancels raises.
+
+    A cancel raises only what a token callback raised that is not an ``Exception``
+    (``KeyboardInterrupt``, ``SystemExit``: ``cancelpool._token``); it must not leave the
+    later futures running. The first is re-raised once every future is cancelled.
+    """
+    stop: Optional[BaseException] = None
+    for future in futures:
+        try:
+            _cancel(future)
+        except BaseException as exc:  # noqa: BLE001, PERF203 - re-raised after the rest
+            stop = _first(stop, exc)
+    _reraise(stop)
+
+
+def _first(stop: Optional[BaseException], exc: BaseException) -> BaseException:
+    """The exception to re-raise after a loop of cancels: the first; log the others."""
+    if stop is None:
+        return exc
+    LOGGER.error(
+        "%r raised while cancelling; not re-raised, an earlier %r is", exc, stop, exc_info=exc
+    )
+    return stop
+
+
+def _reraise(stop: Optional[BaseException]) -> None:
+    if stop is not None:
+        try:
+            raise stop
+        finally:
+            stop = None  # no cycle through this frame's traceback
 
 
 def _cancel(future: Future[Any]) -> None:

@@ -58,10 +58,13 @@ the arm, and ``COMPLETE`` closes an arm still open; both take ``_inject``'s regi
 inside this one, never the other way round. So an arm can only fire while this task is
 cancelled and running on that thread, and never in the next task. User code never runs under the
 future's lock: done-callbacks, token callbacks, and the event that wakes ``token.wait()``
-all run after it is released, in the thread that made the transition. Since cancel and
-completion both transition under the same lock, exactly one of them wins: either the
-result is set and ``cancel()`` returns False, or the future is cancelled and the result
-is dropped; never both, and done-callbacks run exactly once.
+all run after it is released, in the thread that made the transition (the event, the
+token callbacks, the escalation's start, then the done-callbacks); all of them run even
+if a token callback raises ``KeyboardInterrupt``, ``SystemExit`` or ``TaskCancelled``,
+which reaches the caller last (``_finish_cancel``). Since cancel and completion both
+transition under the same lock, exactly one of them wins: either the result is set and
+``cancel()`` returns False, or the future is cancelled and the result is dropped; never
+both, and done-callbacks run exactly once.
 
 A task that follows other tokens (a group's ``CancelSource``, the task that submitted it)
 holds their callback handles in ``_links``, set under the lock by ``_follow`` and
@@ -98,7 +101,7 @@ import functools
 import logging
 import math
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, TypeVar, Union
 
 from . import _asyncio, _inject
 from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
@@ -325,8 +328,8 @@ class CancellableFuture(Future[T]):
                 True on a task already stopping (cancelled, or past its deadline)
                 escalates it.
             grace: Seconds a running task has to stop on its own before escalation (or,
-                without force, before a ``StillRunningWarning``). Default: the task's
-                ``grace`` option, else the executor's.
+                without force, before a ``StillRunningWarning``); ``math.inf``: never.
+                Default: the task's ``grace`` option, else the executor's.
 
         Returns:
             True if the future is cancelled now (it was pending, running, or already
@@ -345,7 +348,9 @@ class CancellableFuture(Future[T]):
         if force is not DEFAULT:
             check_bool("force", force)
         if grace is not DEFAULT:
-            check_timeout("grace", grace, allow_none=False)
+            checked = check_timeout("grace", grace, allow_none=False)  # math.inf at most
+            assert checked is not None
+            grace = checked
         if self._task is None:
             return self._cancel_unbound(reason)
         options = self._options
@@ -364,7 +369,7 @@ class CancellableFuture(Future[T]):
         it has noticed and returned.
 
         Args:
-            timeout: Seconds to wait, ``>= 0``; None waits without limit.
+            timeout: Seconds to wait, ``>= 0``; None (or ``math.inf``) waits without limit.
 
         Returns:
             True if the code has stopped, False if *timeout* passed first.
@@ -637,7 +642,11 @@ class CancellableFuture(Future[T]):
             for handle in links:
                 handle.unregister()
         if wakeup is not None:
-            wakeup.fire()
+            # A token callback's KeyboardInterrupt, SystemExit or TaskCancelled reaches
+            # our caller only once the cancel is complete (``_finish_cancel``).
+            stop = wakeup.run()
+            if stop is not None:
+                self._finish_cancel(stop, escalate, force, grace)
         if escalate and self._policy is not None:
             self._policy.escalate(self, force, grace)
         if callbacks:
@@ -657,6 +666,11 @@ class CancellableFuture(Future[T]):
         counted from the start is watched by the executor's ``DeadlineWatch``.)
         """
         assert options.timeout is not None and self._policy is not None
+        if options.timeout == 0:
+            # Passed already: the task never runs. Expired here, not on the timer
+            # thread, so that no worker can take it first.
+            self._expire()
+            return
         self._deadline = self._policy.scheduler.call_later(options.timeout, self._expire)
 
     def _expire(self) -> None:
@@ -748,9 +762,40 @@ class CancellableFuture(Future[T]):
             wakeup = self.token._cancel(reason)
             self._condition.notify_all()
         if wakeup is not None:
-            wakeup.fire()
+            stop = wakeup.run()
+            if stop is not None:
+                self._finish_cancel(stop)
         self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
+
+    def _finish_cancel(
+        self,
+        stop: BaseException,
+        escalate: bool = False,
+        force: Union[bool, _Default] = DEFAULT,
+        grace: Union[float, _Default] = DEFAULT,
+    ) -> NoReturn:
+        """Complete a cancel whose token callback raised *stop*, then raise it.
+
+        *stop* is the first ``KeyboardInterrupt``, ``SystemExit``, ``TaskCancelled`` (any
+        ``BaseException`` but an ``Exception``) that a token callback raised; every
+        other callback has run (``cancelpool._token``). The escalation is started and the
+        done-callbacks run as after any cancel, with no exception being handled. (A
+        ``BaseException`` from a done-callback skips the later ones, as the stdlib's
+        does; *stop*, the earlier, still wins, with it as its ``__context__``.)
+
+        Raises:
+            BaseException: *stop*.
+        """
+        try:
+            if escalate and self._policy is not None:
+                self._policy.escalate(self, force, grace)
+            self._invoke_callbacks()  # type: ignore[attr-defined]
+        finally:
+            try:
+                raise stop
+            finally:
+                del stop  # no cycle through this frame's traceback
 
 
 _UNBOUND_STATES = {

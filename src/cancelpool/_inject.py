@@ -98,7 +98,6 @@ whose handlers run (``_worker.TASK_CALLER_CODE``).
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 import threading
@@ -219,17 +218,16 @@ _STOP_CODE: Optional[CodeType] = None
 
 
 def _after_fork_in_child() -> None:
-    """A forked child has one thread, not the parent's armed ones: forget every arm."""
+    """A forked child has one thread, not the parent's armed ones: forget every arm.
+
+    Called by ``cancelpool._fork``, which lists every lock the library resets there.
+    """
     global _registry_lock
     _registry_lock = threading.Lock()
     _armed.clear()
     _abandoned.clear()
     if _backend is not None:
         _backend.forget_all()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def thread_state() -> int:

@@ -132,6 +132,8 @@ class TaskOptions(NamedTuple):
         if timeout is not DEFAULT:
             changes["timeout"] = check_timeout("timeout", timeout)
         if timeout_from is not DEFAULT:
+            if not isinstance(timeout_from, str):
+                raise TypeError(f"timeout_from must be 'start' or 'submit', got {timeout_from!r}")
             if timeout_from not in COUNTED_FROM:
                 raise ValueError(f"timeout_from must be 'start' or 'submit', got {timeout_from!r}")
             changes["timeout_from"] = timeout_from

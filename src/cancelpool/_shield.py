@@ -10,10 +10,27 @@ so library code may use them freely.
 The depth lives on the task's future and is written and read only by the task's own
 thread: by the shield, and by the forced interrupt's decision, which that thread makes
 itself (``cancelpool._inject``).
+
+A shield instance keeps no state (issue 11): ``__enter__`` and ``__exit__`` both find the
+task in the calling thread's slot (``cancelpool._current``), so one instance may be used
+nested, again, and by many tasks at once (a module-level ``SHIELD = shield()``). An
+instance that remembered the task it was entered in would be overwritten by the second
+use, and one task would stay shielded for ever.
+
+The slot names the same task at exit as at entry, because a worker changes it only
+between two tasks, when every ``with`` block of the first has ended. The one exception is
+a ``with`` block that is suspended: a generator (or coroutine) that yields inside a shield
+and is resumed, closed or collected after its task ended, or in another task or thread.
+Its exit then belongs to whatever task runs it, and nothing tells which task entered it.
+We do not try: that task stays shielded until it ends (its forced cancel can only abandon
+it), and the exit leaves the running task's depth alone if it has no shield open (a
+``RuntimeWarning`` says so) instead of making it negative. Do not yield inside a shield
+(trio forbids the same for its cancel scopes, for the same reason).
 """
 
 from __future__ import annotations
 
+import warnings
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -39,18 +56,20 @@ class shield:  # noqa: N801 - a context manager named like a function, as contex
     A shield is not a way to ignore cancellation: the block should be short. A forced
     cancel waits for it (the escalation keeps checking), and abandons the worker if the
     block outlasts ``abandon_after``.
+
+    An instance holds no state: it may be kept (``SHIELD = cancelpool.shield()`` at
+    module level) and used nested, and by several tasks at once; each use shields the
+    task running the ``with`` statement. Enter and leave it in the same task: a
+    generator that yields inside a shield and is resumed elsewhere leaves the task that
+    entered it shielded.
     """
 
-    __slots__ = ("_future",)
-
-    def __init__(self) -> None:
-        self._future: Optional[CancellableFuture[Any]] = None
+    __slots__ = ()
 
     def __enter__(self) -> shield:
         future = _slot.future
         if future is not None:
             future._shield_depth += 1
-            self._future = future
         return self
 
     def __exit__(
@@ -59,12 +78,16 @@ class shield:  # noqa: N801 - a context manager named like a function, as contex
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        future = self._future
+        # The task that entered: the calling thread's, as in __enter__ (module docstring).
+        future = _slot.future
         if future is None:
             return
-        self._future = None
-        future._shield_depth -= 1
-        if future._shield_depth or exc_type is not None:
+        depth = future._shield_depth
+        if not depth:
+            _warn_unentered(future)
+            return
+        future._shield_depth = depth = depth - 1
+        if depth or exc_type is not None:
             return  # still shielded, or already leaving with an exception
         token = future._token
         if token is not None and token.cancelled:
@@ -75,3 +98,14 @@ class shield:  # noqa: N801 - a context manager named like a function, as contex
         """Whether the calling code is inside a shield of a running task."""
         future = _slot.future
         return future is not None and future._shield_depth > 0
+
+
+def _warn_unentered(future: CancellableFuture[Any]) -> None:
+    warnings.warn(
+        f"cancelpool.shield() exited in the task of {future!r}, which never entered it: "
+        "the with block was entered in another task or thread, or outside any task (a "
+        "generator that yields inside a shield and is resumed elsewhere?). The task "
+        "that entered it stays shielded until it ends; do not yield inside a shield",
+        RuntimeWarning,
+        stacklevel=3,
+    )

@@ -15,6 +15,10 @@ its options say), and the task's token carries the group's reason. Sources link 
 ``CancelSource(parent_a, parent_b)`` is cancelled when either parent is, with that
 parent's reason: the first reason wins, and it never changes afterwards.
 
+A callback that raises cannot cut a group cancel short: every linked task and source
+is cancelled, then the first ``KeyboardInterrupt``, ``SystemExit`` or ``TaskCancelled``
+raised on the way reaches the caller of ``cancel()`` (``cancelpool._token``).
+
 Locking protocol: a source has no lock of its own. Its token's state is guarded by the
 token module's leaf lock (``cancelpool._token``); linking registers token callbacks, which
 run after the canceller has released its locks; the ``cancel_after`` timer handle is
@@ -78,6 +82,10 @@ class CancelSource:
         Callbacks registered on the token (the linked tasks' cancels among them) run in
         this thread before the call returns, the last registered first, so that queued
         tasks are cancelled before a worker freed by a stopping one could start them.
+        Every one of them runs, whatever the others raise: an ``Exception`` is logged on
+        the ``cancelpool`` logger; a ``KeyboardInterrupt``, ``SystemExit`` or
+        ``TaskCancelled`` (from a callback, or from a linked task's or source's own
+        callbacks) is raised here once every linked task and source is cancelled.
 
         Args:
             reason: Why; the linked tasks see it as their token's ``reason``.
@@ -88,6 +96,8 @@ class CancelSource:
 
         Raises:
             TypeError, ValueError: *reason* is not a non-empty str.
+            BaseException: the first non-``Exception`` a callback raised, after the rest
+                of the cancel.
         """
         check_reason(reason)
         wakeup = self._token._cancel(reason)
@@ -104,7 +114,7 @@ class CancelSource:
         time earlier or later). The timer runs on cancelpool's timer thread.
 
         Args:
-            seconds: Delay, ``>= 0``.
+            seconds: Delay, ``>= 0``; ``math.inf`` never cancels (as if not called).
             reason: The reason to cancel with.
 
         Raises:

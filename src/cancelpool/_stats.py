@@ -63,6 +63,12 @@ class SharedCounts:
     when the pool breaks) is rare, and counted here under ``lock``, a leaf lock that
     futures take inside their own ``_condition``.
 
+    ``retired`` holds the counts of the abandoned workers the executor has let go of
+    once their thread left its task (``CancellableThreadPoolExecutor._retire_worker``),
+    so that dropping a worker never takes its tasks out of the totals; ``lock`` also
+    guards moving a worker's counts there, so that ``statistics()`` counts each worker
+    exactly once.
+
     Shared by an executor, its workers and its futures; it never references the
     executor, so it cannot keep one alive.
     """
@@ -76,6 +82,7 @@ class SharedCounts:
         "expired_running",
         "interrupts",
         "lock",
+        "retired",
         "submitted",
     )
 
@@ -91,6 +98,7 @@ class SharedCounts:
             0  # threads armed for TaskInterrupted (STOPPING/INTERRUPTED -> INTERRUPTED)
         )
         self.abandoned = 0  # workers abandoned (-> ABANDONED)
+        self.retired = WorkerCounts()  # abandoned workers let go of, summed (under lock)
 
 
 class WorkerCounts:
@@ -102,7 +110,8 @@ class WorkerCounts:
     older one (stores to two attributes are not seen in order), so the causal order in
     which ``statistics()`` reads them is a GIL-build refinement: the counts it derives by
     subtraction are clamped at 0, which is what keeps them from going negative on any
-    build. Kept after the worker exits (the executor keeps its threads), so the totals
+    build. Kept after the worker exits (the executor keeps its threads, and folds those
+    of the abandoned workers it lets go of into ``SharedCounts.retired``), so the totals
     never shrink.
     """
 
@@ -115,3 +124,10 @@ class WorkerCounts:
         self.completed = 0  # RUNNING -> FINISHED, returned
         self.failed = 0  # RUNNING -> FINISHED, raised
         self.stopped = 0  # STOPPING -> STOPPED
+
+    def add(self, other: WorkerCounts) -> None:
+        """Add the task counts of *other*, a worker that takes no more tasks, to these."""
+        self.started += other.started
+        self.completed += other.completed
+        self.failed += other.failed
+        self.stopped += other.stopped

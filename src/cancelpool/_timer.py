@@ -23,6 +23,13 @@ a test advances its clock, so tests of timed behaviour never sleep.
 At interpreter exit no thread may be startable (3.12+); the exit hook then runs due
 actions itself (``run_due_without_thread``). Scheduling never fails.
 
+Nothing an action does ends the thread: ``run_action`` logs whatever it raises, a
+``SystemExit`` from a done-callback included, naming the action; and if the thread dies
+anyway, another is started at once for the actions still scheduled. A due time the
+clock cannot reach (infinity: ``grace=math.inf``, ``cancel_after(math.inf)``) is never
+run and keeps no thread; every wait is at most ``MAX_WAIT``, whatever the due time
+(issue 11).
+
 Locking protocol
 ----------------
 ``_cond`` (and its lock) guards the heap, ``_thread`` (the thread running actions, or
@@ -72,7 +79,6 @@ import heapq
 import itertools
 import logging
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -352,8 +358,8 @@ class Scheduler:
                     return  # let go (_let_go): the next call_at starts a new thread
                 run_action(handle)
         except BaseException:
-            # run_action logs what actions raise; only a BaseException from one (or a
-            # bug here) gets this far. Let the next call_at start a new thread.
+            # run_action logs whatever actions raise; only a bug here (or a MemoryError)
+            # gets this far. Hand the role to a new thread (_thread_died).
             self._thread_died()
             raise
 
@@ -392,11 +398,19 @@ class Scheduler:
             idle = delay is None and not notified
 
     def _thread_died(self) -> None:
-        """After the thread running actions died of an exception: let another start."""
+        """After the thread running actions died of an exception: start another.
+
+        ``run_action`` catches everything an action raises, so only a bug here (or a
+        ``MemoryError``) gets this far. Actions already scheduled must not wait for the
+        next ``call_at``: if any is, a new thread is started for them now (or, if none
+        can start, the next ``call_at`` or the exit hook runs them).
+        """
         with self._cond:
             if self._thread is threading.current_thread():
                 self._thread = None
                 self._until.append(_NO_THREAD)
+                if self._heap or self._incoming:
+                    self._start_thread()
 
     def _after_fork_in_child(self) -> None:
         # The thread did not survive the fork; the heap's actions belong to the parent.
@@ -440,13 +454,26 @@ class ManualScheduler(Scheduler):
 
 
 def run_action(handle: TimerHandle) -> None:
-    """Run one scheduled action, logging (not raising) what it raises."""
+    """Run one scheduled action, logging (not raising) whatever it raises.
+
+    A ``BaseException`` too: an action runs user code (a future's done-callbacks, a
+    token's callbacks), and a ``SystemExit`` or ``KeyboardInterrupt`` raised there would
+    otherwise end the timer thread, which every executor's deadlines and escalations
+    share, and ``threading``'s excepthook reports no ``SystemExit``: every deadline of the
+    process would stop with no word said. The action is named, so the log says whose code
+    it was.
+    """
     if handle.cancelled:
         return
+    action = handle.action
     try:
-        handle.action()
-    except Exception:
-        LOGGER.exception("cancelpool timer action %r failed", handle.action)
+        action()
+    except BaseException:  # the thread serves every executor: report it, and go on
+        LOGGER.exception(
+            "cancelpool's timer thread caught an exception from %r (a callback it ran "
+            "raised it); the timer thread goes on running",
+            action,
+        )
 
 
 _scheduler = Scheduler()
@@ -457,5 +484,9 @@ def get_scheduler() -> Scheduler:
     return _scheduler
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: _scheduler._after_fork_in_child())
+def _after_fork_in_child() -> None:
+    """In a forked child: reset the process-wide scheduler (called by ``cancelpool._fork``).
+
+    Looks ``_scheduler`` up at the call: tests replace it.
+    """
+    _scheduler._after_fork_in_child()

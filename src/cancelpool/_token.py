@@ -28,18 +28,32 @@ Cancelling is two-phase so that an owner can flip the flag while holding its own
 run user code only after releasing it: ``_cancel(reason)`` sets the flag and returns a
 ``_Wakeup``; ``_Wakeup.fire()`` sets the event that waiters block on and runs the
 registered callbacks, each exactly once, in the cancelling thread.
+
+What a callback raises
+----------------------
+Every callback runs, whatever the others raise (``_run_callbacks``, the one place any
+callback runs). An ``Exception`` is the callback's bug: it is logged, naming the callback
+and the token's reason, as ``Future`` does for done-callbacks. Any other
+``BaseException`` (``KeyboardInterrupt``, ``SystemExit``, a ``TaskCancelled`` of the
+cancelling task) is not swallowed: the first one is re-raised once every callback has
+run (the others are logged), so that the thread that cancelled learns it must stop, yet
+no other waiter, task or group member misses the cancel. The token's state is already
+recorded by then (``_cancel``). An owner with more to do after the callbacks calls
+``_Wakeup.run()``, which returns that exception instead of raising it, does the rest,
+then raises it (``CancellableFuture._transition``: the escalation and the done-callbacks,
+which so run as after any cancel, with no exception being handled).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
+from collections.abc import Iterable
 from typing import Callable, Optional
 
 from ._current import shielded
 from ._exceptions import TaskCancelled
-from ._validate import check_callable, check_timeout
+from ._validate import check_callable, check_timeout, sleep_for
 
 __all__ = ("CallbackHandle", "CancelToken", "check_token")
 
@@ -47,6 +61,16 @@ LOGGER = logging.getLogger("cancelpool")
 
 # Guards every token's fields; a leaf lock (see the module docstring).
 _lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: a fresh ``_lock``, which a parent thread may have held at the fork.
+
+    Called by ``cancelpool._fork``, which lists every lock the library resets there. The
+    functions here look ``_lock`` up at each call, and no module imports it by name.
+    """
+    global _lock
+    _lock = threading.Lock()
 
 
 class CancelToken:
@@ -94,7 +118,7 @@ class CancelToken:
         """Block until a stop is requested or *timeout* seconds pass.
 
         Args:
-            timeout: Seconds to wait, ``>= 0``; None waits without limit.
+            timeout: Seconds to wait, ``>= 0``; None (or ``math.inf``) waits without limit.
 
         Returns:
             True if the token is cancelled, False if the timeout passed first (the same
@@ -120,7 +144,7 @@ class CancelToken:
         time and does not raise: the shield's exit does.
 
         Args:
-            seconds: How long to sleep, ``>= 0``.
+            seconds: How long to sleep, ``>= 0``; ``math.inf`` sleeps until cancelled.
 
         Raises:
             TaskCancelled: the token is (or becomes) cancelled before *seconds* pass.
@@ -130,7 +154,7 @@ class CancelToken:
         checked = check_timeout("seconds", seconds, allow_none=False)
         assert checked is not None
         if shielded(self):
-            time.sleep(checked)
+            sleep_for(checked)
         elif self.wait(checked):
             raise TaskCancelled(self._reason or "cancel")
 
@@ -145,8 +169,11 @@ class CancelToken:
             with current_token().register(sock.close):
                 data = sock.recv(4096)   # returns (or raises OSError) once cancelled
 
-        An exception from the callback is logged on the ``cancelpool`` logger and does
-        not stop other callbacks.
+        An ``Exception`` from the callback is logged on the ``cancelpool`` logger and
+        does not stop other callbacks. Any other ``BaseException`` (``KeyboardInterrupt``,
+        ``SystemExit``, ``TaskCancelled``) reaches the caller of the cancel (here, of
+        ``register()`` if the token is already cancelled), but only after every other
+        callback has run and the cancel is complete (a future's done-callbacks included).
 
         Args:
             callback: A callable taking no arguments.
@@ -157,6 +184,7 @@ class CancelToken:
 
         Raises:
             TypeError: *callback* is not callable.
+            BaseException: what *callback*, run at once, raised if not an ``Exception``.
         """
         check_callable("callback", callback)
         handle = CallbackHandle(self, callback)
@@ -166,7 +194,9 @@ class CancelToken:
                     self._callbacks = {}
                 self._callbacks[handle] = None
                 return handle
-        _run_callback(handle)
+        stop = _run_callbacks((handle,))
+        if stop is not None:
+            raise stop
         return handle
 
     def _cancel(self, reason: str) -> Optional[_Wakeup]:
@@ -245,23 +275,72 @@ class _Wakeup:
         self._callbacks = callbacks
 
     def fire(self) -> None:
+        """Wake the waiters and run every callback.
+
+        Raises:
+            BaseException: the first non-``Exception`` a callback raised, once every
+                callback has run (see the module docstring).
+        """
+        stop = self.run()
+        if stop is not None:
+            try:
+                raise stop
+            finally:
+                stop = None  # no cycle through this frame's traceback
+
+    def run(self) -> Optional[BaseException]:
+        """``fire()``, returning what it would raise, for an owner with more to do first.
+
+        Returns:
+            The first non-``Exception`` a callback raised, or None. The caller raises it.
+        """
         if self._event is not None:
             self._event.set()
-        if self._callbacks:
-            # Last registered first: a group's newest (queued) tasks are cancelled before
-            # its oldest (running) ones, whose workers would otherwise take the queued
-            # ones in between.
-            for handle in reversed(list(self._callbacks)):
-                _run_callback(handle)
+        if not self._callbacks:
+            return None
+        # Last registered first: a group's newest (queued) tasks are cancelled before its
+        # oldest (running) ones, whose workers would otherwise take the queued ones in
+        # between.
+        return _run_callbacks(reversed(list(self._callbacks)))
 
 
-def _run_callback(handle: CallbackHandle) -> None:
-    try:
-        handle._callback()
-    except Exception:
-        # Same policy as Future._invoke_callbacks: a failing callback is the callback's
-        # bug; log it where the user will see it and keep the cancel going.
-        LOGGER.exception("exception in cancellation callback %r", handle._callback)
+def _run_callbacks(handles: Iterable[CallbackHandle]) -> Optional[BaseException]:
+    """Run every callback in *handles*, whatever any of them raises.
+
+    Returns:
+        The first non-``Exception`` a callback raised (later ones are logged), or None.
+    """
+    first: Optional[BaseException] = None
+    for handle in handles:
+        try:
+            handle._callback()
+        except Exception:  # noqa: BLE001, PERF203 - each callback on its own; logged
+            # Same policy as Future._invoke_callbacks: a failing callback is the
+            # callback's bug; log it where the user will see it and keep the cancel going.
+            _log_failure(handle, "exception")
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller, after the rest
+            # A request to stop (KeyboardInterrupt, SystemExit, TaskCancelled): for the
+            # thread that cancels, but only once the rest of the cancel has happened.
+            if first is None:
+                first = exc
+            else:
+                _log_failure(
+                    handle,
+                    f"{type(exc).__name__} (not re-raised: an earlier callback's "
+                    f"{type(first).__name__} is)",
+                )
+    return first
+
+
+def _log_failure(handle: CallbackHandle, what: str) -> None:
+    """Log the exception being handled, naming the callback and its token's reason."""
+    LOGGER.exception(
+        "%s in cancellation callback %r of a token cancelled with reason %r; "
+        "the other callbacks still run",
+        what,
+        handle._callback,
+        handle._token._reason,
+    )
 
 
 def check_token(name: str, value: object) -> Optional[CancelToken]:

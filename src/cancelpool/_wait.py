@@ -76,7 +76,7 @@ from . import _compat, _timer
 from ._current import _slot
 from ._exceptions import TaskCancelled
 from ._token import CallbackHandle, CancelToken, check_token
-from ._validate import check_callable, check_timeout
+from ._validate import check_callable, check_timeout, sleep_for
 
 __all__ = (
     "close_on_cancel",
@@ -108,7 +108,7 @@ def sleep(seconds: float, *, token: Optional[CancelToken] = None) -> None:
     is ``time.sleep(seconds)``.
 
     Args:
-        seconds: How long to sleep, ``>= 0``.
+        seconds: How long to sleep, ``>= 0``; ``math.inf`` sleeps until cancelled.
         token: The token to honour; default: the running task's.
 
     Raises:
@@ -120,7 +120,7 @@ def sleep(seconds: float, *, token: Optional[CancelToken] = None) -> None:
     assert checked is not None
     active = _resolve(token)
     if active is None:
-        time.sleep(checked)
+        sleep_for(checked)
     elif active.wait(checked):
         raise TaskCancelled(active.reason or "cancel")
 
@@ -135,7 +135,7 @@ def wait_event(
 
     Args:
         event: A ``threading.Event`` (or a subclass).
-        timeout: Seconds to wait, ``>= 0``; None waits without limit.
+        timeout: Seconds to wait, ``>= 0``; None (or ``math.inf``) waits without limit.
         token: The token to honour; default: the running task's.
 
     Returns:
@@ -179,7 +179,7 @@ def wait_condition(
 
     Args:
         cond: A ``threading.Condition`` whose lock the caller holds.
-        timeout: Seconds to wait, ``>= 0``; None waits without limit.
+        timeout: Seconds to wait, ``>= 0``; None (or ``math.inf``) waits without limit.
         token: The token to honour; default: the running task's.
 
     Returns:
@@ -220,7 +220,7 @@ def wait_for(
     Args:
         cond: A ``threading.Condition`` whose lock the caller holds.
         predicate: A callable whose result is interpreted as a boolean.
-        timeout: Seconds to wait, ``>= 0``; None waits without limit.
+        timeout: Seconds to wait, ``>= 0``; None (or ``math.inf``) waits without limit.
         token: The token to honour; default: the running task's.
 
     Returns:
@@ -268,7 +268,8 @@ def queue_get(
     Args:
         q: A ``queue.Queue`` or a subclass that does not override ``get()``.
         block: False: take an item only if one is there now.
-        timeout: With *block*, seconds to wait, ``>= 0``; None waits without limit.
+        timeout: With *block*, seconds to wait, ``>= 0``; None (or ``math.inf``) waits
+            without limit.
         token: The token to honour; default: the running task's.
 
     Returns:
@@ -317,7 +318,7 @@ def future_result(
     Args:
         future: A ``concurrent.futures.Future`` (or a subclass, like
             ``CancellableFuture``).
-        timeout: Seconds to wait, ``>= 0``; None waits without limit.
+        timeout: Seconds to wait, ``>= 0``; None (or ``math.inf``) waits without limit.
         token: The token to honour; default: the running task's.
 
     Returns:

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import queue
 import threading
 import time
@@ -70,6 +69,7 @@ from ._compat import (
     register_atexit,
 )
 from ._current import _slot
+from ._escalate import deliver_pending
 from ._future import CODE_STOPPING, COMPLETE, RUNNING_, TAKE, CancellableFuture
 from ._inject import thread_state
 from ._stats import WorkerCounts
@@ -130,7 +130,10 @@ def _python_exit() -> None:
     executor's ``exit_timeout``; tasks still running after it are cancelled with reason
     ``"exit"`` (forced if the executor forces), given a short last chance, and their
     workers abandoned. Workers are daemon threads, so an abandoned one cannot hold the
-    interpreter open.
+    interpreter open. Last, wait (bounded) for the warnings that cancelpool's threads are
+    issuing, so that a warning about an abandonment the program saw reaches the user
+    before the interpreter stops those threads (``cancelpool._escalate``, "How warnings
+    reach the user").
     """
     global _global_shutdown
     with global_shutdown_lock:
@@ -154,6 +157,7 @@ def _python_exit() -> None:
         _join_running_timer(worker, last_chance)
         if worker.is_alive():
             worker.abandon_at_exit()
+    deliver_pending()
 
 
 def _join_running_timer(worker: WorkerThread, deadline: float) -> None:
@@ -172,18 +176,23 @@ def _join_running_timer(worker: WorkerThread, deadline: float) -> None:
 
 
 register_atexit(_python_exit)
-if hasattr(os, "register_at_fork"):
-    # A fork while another thread holds the lock would leave it held forever in the
-    # child (bpo-45021); the stdlib does the same for its own lock.
-    # The hooks look the lock up at call time: the child replaces it.
-    os.register_at_fork(
-        before=lambda: global_shutdown_lock.acquire(),
-        after_in_child=lambda: _reinit_lock(),
-        after_in_parent=lambda: global_shutdown_lock.release(),
-    )
 
 
-def _reinit_lock() -> None:
+def _before_fork() -> None:
+    """Before a fork: hold ``global_shutdown_lock`` across it (called by ``cancelpool._fork``).
+
+    So that no other thread holds it at the fork (bpo-45021), and no submit or exit hook
+    is half-way through what it guards; the stdlib does the same with its own lock. The
+    parent releases it (``_after_fork_in_parent``), the child replaces it.
+    """
+    global_shutdown_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    global_shutdown_lock.release()
+
+
+def _after_fork_in_child() -> None:
     """In a forked child: a fresh lock, and none of the parent's workers.
 
     Only the forking thread survives a fork. The parent's workers do not exist in the
@@ -445,10 +454,15 @@ class WorkerThread(threading.Thread):
         returned before the escalation found this worker, it detaches and replaces it
         here, so the pool keeps its capacity either way. Either way ``abandoned`` is
         True after it, so ``_loop`` exits.
+
+        The task's code has ended and this worker takes no other, so the executor lets
+        go of it (``_retire_worker``), keeping its counts: an executor that abandons
+        workers all its life does not keep every one of them (issue 11).
         """
         executor = self._executor_ref()
         if executor is not None:
             executor._abandon_worker(self)
+            executor._retire_worker(self)
         self.abandoned = True
 
     def _recover(self, item: WorkItem) -> None:
