@@ -47,7 +47,7 @@ it), so the program's exit begins after that, and its exit hook finds it and wai
 A warning points at the task's code, not at cancelpool's: ``warnings.warn_explicit``
 with the file and line of the innermost user frame of the task (``user_site``), and that
 frame's module and ``__warningregistry__``, as ``warnings.warn`` would use in that code,
-so filters by module, by category (``-W error::cancelpool.WorkerAbandonedWarning``) and
+so filters by module, by category (``simplefilter("error", WorkerAbandonedWarning)``) and
 ``catch_warnings()`` apply as usual. A filter that turns one into an error is honoured
 by logging, not raising: the warning is issued on the timer thread (or, with
 ``grace=0``, by chance in the thread that cancelled) where an exception would only cut
