@@ -36,7 +36,7 @@ from cancelpool import (
 from cancelpool._compat import FuturesTimeoutError
 from cancelpool._timer import get_scheduler, run_action
 
-from .conftest import WAIT, run_python, wait_for
+from .conftest import STRESS_SCALE, WAIT, run_python, wait_for
 
 
 class NumpyLikeReal:
@@ -468,7 +468,7 @@ def test_hostile_values(parameter: str, shared_executor: CancellableThreadPoolEx
     name = parameter.split(" ")[0]
 
     @settings(
-        max_examples=40,
+        max_examples=max(1, int(40 * STRESS_SCALE)),  # CANCELPOOL_STRESS_SCALE: more
         deadline=None,
         derandomize=True,
         database=None,
