@@ -207,7 +207,7 @@ class TestWhereItMustNotLand:
         manual_clock.advance(1.0)
         # Armed: the decision is the task thread's own, at its next candidate point.
         assert (future._interrupts_sent, future._interrupts_landed) == (1, 0)
-        assert state(future) is TaskState.INTERRUPTED
+        assert state(future) is TaskState.INTERRUPTING
         with cond:
             cond.notify()  # wait_for() calls the predicate again, from threading.py
         wait_for(lambda: len(calls) == 2 or future._stopped_now(), "the predicate's call")
@@ -445,7 +445,7 @@ class TestBlockedInC:
         wait_for(lambda: top_frame(future) == ("threading", "wait"), "the task to wait in get()")
         future.cancel(force=True, grace=0)
         assert (future._interrupts_sent, future._interrupts_landed) == (1, 0)
-        assert state(future) is TaskState.INTERRUPTED  # armed, waiting in C
+        assert state(future) is TaskState.INTERRUPTING  # armed, waiting in C
         for item in range(1, 6):
             q.put(item)
         assert future.wait_stopped(WAIT)
@@ -614,7 +614,7 @@ class TestSwallowAndAbandon:
         manual_clock.advance(t0 + 4.99 - manual_clock.now)
         assert future._interrupts_sent == future._interrupts_landed == MAX_SENDS  # no more
         assert not future._arm_open
-        assert state(future) is TaskState.INTERRUPTED
+        assert state(future) is TaskState.INTERRUPTING
         with pytest.warns(WorkerAbandonedWarning):
             manual_clock.advance(0.01)
         assert state(future) is TaskState.ABANDONED

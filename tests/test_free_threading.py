@@ -147,7 +147,7 @@ CHILD = """
     ex.shutdown(wait=True)
 """
 ABANDONED = "ABANDONED 0 0 ['ForceUnavailableWarning', 'WorkerAbandonedWarning']"
-INTERRUPTED = "STOPPED 1 1 []"
+INTERRUPTING = "STOPPED 1 1 []"
 
 
 def run_child(mode: str) -> list[str]:
@@ -172,7 +172,7 @@ def test_a_forced_cancel_on_a_free_threaded_build() -> None:
         # The route is the one a build with the GIL takes, and says it is untested there.
         assert available == "True True"
         assert mechanism == _monitor.MECHANISM + UNTESTED
-        assert outcome == INTERRUPTED
+        assert outcome == INTERRUPTING
 
 
 @pytest.mark.subprocess

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from typing import Any
 
 import pytest
@@ -76,6 +77,25 @@ class TestCancelSource:
         manual_clock.advance(0.001)
         assert source.reason == "too slow"
         assert manual_clock.pending() == []
+
+    def test_cancel_after_is_a_cancel_not_a_deadline(self, manual_clock: ManualScheduler) -> None:
+        # Its default reason is "cancel_after": "deadline" goes with DeadlineExceeded, a
+        # task's own deadline (issue 12: one reason, one exception).
+        source = CancelSource()
+        source.cancel_after(1.0)
+        started = threading.Event()
+        with CancellableThreadPoolExecutor(max_workers=1) as ex:
+            future = ex.with_options(token=source.token).submit(
+                lambda: (started.set(), current_token().wait(WAIT))
+            )
+            assert started.wait(WAIT)
+            manual_clock.advance(1.0)
+            assert source.reason == "cancel_after"
+            assert future.cancelled()
+            with pytest.raises(CancelledError):
+                future.result(0)
+            assert future.token.reason == "cancel_after"
+            assert future.wait_stopped(WAIT)
 
     def test_close_drops_the_timer_and_the_links(self, manual_clock: ManualScheduler) -> None:
         parent = CancelSource()

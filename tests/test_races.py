@@ -201,7 +201,7 @@ def test_shutdown_races_submitters() -> None:
 RUNNING_STATES = (
     TaskState.RUNNING,
     TaskState.STOPPING,
-    TaskState.INTERRUPTED,
+    TaskState.INTERRUPTING,
     TaskState.ABANDONED,
 )
 
@@ -275,19 +275,19 @@ class FutureStateMachine(RuleBasedStateMachine):
             sent = self.future._transition(INTERRUPT, "", None)
         finally:
             _inject.arm = real_arm
-        can = self.expected in (TaskState.STOPPING, TaskState.INTERRUPTED)
+        can = self.expected in (TaskState.STOPPING, TaskState.INTERRUPTING)
         if can and was_armed:
             assert sent  # already armed: nothing more to do
             return
         assert sent == (can and safe and self.future._tally is not None)
         if sent:
-            self.expected = TaskState.INTERRUPTED
+            self.expected = TaskState.INTERRUPTING
             self.interrupts += 1
 
     @rule()
     def abandon(self) -> None:
         done = self.future._transition(ABANDON)
-        assert done == (self.expected in (TaskState.STOPPING, TaskState.INTERRUPTED))
+        assert done == (self.expected in (TaskState.STOPPING, TaskState.INTERRUPTING))
         if done:
             self.expected = TaskState.ABANDONED
 
@@ -345,7 +345,7 @@ class FutureStateMachine(RuleBasedStateMachine):
             "stopped": t.stopped,
             "timed_out": expired,
         }
-        stopping = (TaskState.STOPPING, TaskState.INTERRUPTED, TaskState.ABANDONED)
+        stopping = (TaskState.STOPPING, TaskState.INTERRUPTING, TaskState.ABANDONED)
         expected = {s: int(s == state.value) for s in derived}
         if state in stopping:
             expected["stopping"] = 1

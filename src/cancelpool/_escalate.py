@@ -9,7 +9,7 @@ of its future, and every delay is scheduled on the process's one timer thread
                         force=False: StillRunningWarning, nothing more
                         force=True:  the task's thread is armed: it raises
                                      TaskInterrupted itself at its next
-                                     safe candidate point               -> INTERRUPTED
+                                     safe candidate point               -> INTERRUPTING
     + re-arm          raised but still running (swallowed):
                       InterruptSwallowedWarning, armed again (3 arms at most)
     grace + abandon_after

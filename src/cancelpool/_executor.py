@@ -573,7 +573,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         Returns:
             The futures of the tasks whose code was still running when the call returned:
             empty when every worker was done. A cancelled task that has not yet stopped
-            is in this tuple with ``task_state`` ``STOPPING``, ``INTERRUPTED`` or
+            is in this tuple with ``task_state`` ``STOPPING``, ``INTERRUPTING`` or
             ``ABANDONED``. Tasks still queued (``cancel_futures=False``) are not;
             ``statistics().pending`` counts them.
 

@@ -9,7 +9,7 @@ A task's life::
     RUNNING ─────────────────▶ STOPPING ─────────────────────────────▶ STOPPED
        │   future cancelled at once,   │  ▲ (forced, after grace)          ▲ ▲
        │   token set                   ▼  │ interrupt again                 │ │
-       │                           INTERRUPTED ─────────────────────────────┘ │
+       │                           INTERRUPTING ─────────────────────────────┘ │
        │ code returns or raises        │ (still running abandon_after later)   │
        ▼                               ▼                                      │
     FINISHED   outcome on the future  ABANDONED ── the detached thread returns ┘
@@ -37,7 +37,7 @@ PENDING        PENDING
 CANCELLED      CANCELLED, then CANCELLED_AND_NOTIFIED once taken off the queue
 RUNNING        RUNNING
 STOPPING       CANCELLED_AND_NOTIFIED
-INTERRUPTED    CANCELLED_AND_NOTIFIED
+INTERRUPTING    CANCELLED_AND_NOTIFIED
 ABANDONED      CANCELLED_AND_NOTIFIED
 STOPPED        CANCELLED_AND_NOTIFIED
 FINISHED       FINISHED
@@ -128,7 +128,7 @@ class TaskState(enum.Enum):
     """Where a task is in its life; see ``CancellableFuture.task_state``.
 
     A task's code has stopped (or never ran) in ``FINISHED``, ``CANCELLED`` and
-    ``STOPPED``; it may still be running in ``RUNNING``, ``STOPPING``, ``INTERRUPTED`` and
+    ``STOPPED``; it may still be running in ``RUNNING``, ``STOPPING``, ``INTERRUPTING`` and
     ``ABANDONED``. The last three are the steps of the escalation ladder: the future
     is cancelled in all of them.
     """
@@ -145,9 +145,10 @@ class TaskState(enum.Enum):
     CANCELLED = "cancelled"
     #: Its code ended after a stop request; whatever it returned or raised was dropped.
     STOPPED = "stopped"
-    #: Forced: its thread was armed to raise ``TaskInterrupted`` at its next safe point (or
-    #: raised it); the code is still running.
-    INTERRUPTED = "interrupted"
+    #: Forced: its thread is armed to raise ``TaskInterrupted`` at its next safe point in
+    #: the task's code (or has raised it, and the code has not ended yet); the code is
+    #: still running. Named for what is under way, not done: until then ``INTERRUPTED``.
+    INTERRUPTING = "interrupting"
     #: Forced, and still running ``abandon_after`` later: its worker was detached and
     #: replaced. The code may go on running in that thread; its outcome will be dropped.
     ABANDONED = "abandoned"
@@ -156,7 +157,7 @@ class TaskState(enum.Enum):
 # The state codes the machine runs on: ints, because the transition runs twice per task
 # and an Enum costs Python-level __hash__/__eq__ calls there. ``TaskState`` is the
 # public face of the same states, ``_PUBLIC[code]``.
-PENDING_, RUNNING_, STOPPING_, FINISHED_, CANCELLED_, STOPPED_, INTERRUPTED_, ABANDONED_ = range(8)
+PENDING_, RUNNING_, STOPPING_, FINISHED_, CANCELLED_, STOPPED_, INTERRUPTING_, ABANDONED_ = range(8)
 _PUBLIC = (
     TaskState.PENDING,
     TaskState.RUNNING,
@@ -164,12 +165,12 @@ _PUBLIC = (
     TaskState.FINISHED,
     TaskState.CANCELLED,
     TaskState.STOPPED,
-    TaskState.INTERRUPTED,
+    TaskState.INTERRUPTING,
     TaskState.ABANDONED,
 )
 _CODE_STOPPED = (FINISHED_, CANCELLED_, STOPPED_)
 #: Cancelled while running, code not yet ended: the steps of the escalation ladder.
-CODE_STOPPING = (STOPPING_, INTERRUPTED_, ABANDONED_)
+CODE_STOPPING = (STOPPING_, INTERRUPTING_, ABANDONED_)
 
 # The events: what can happen to a task, the inputs of ``_transition``.
 TAKE = 0  # a worker takes the task off the queue to run it
@@ -440,8 +441,8 @@ class CancellableFuture(Future[T]):
                 )
             elif state is TaskState.STOPPING:
                 text = "cancelled, still stopping"
-            elif state is TaskState.INTERRUPTED:
-                text = "cancelled, interrupted, still stopping"
+            elif state is TaskState.INTERRUPTING:
+                text = "cancelled, interrupting, still stopping"
             elif state is TaskState.ABANDONED:
                 text = "cancelled, worker abandoned"
             elif state is TaskState.FINISHED:
@@ -579,7 +580,7 @@ class CancellableFuture(Future[T]):
                 _inject.disarm(self, own_thread=True)
                 return True
             elif event == INTERRUPT:
-                if old != STOPPING_ and old != INTERRUPTED_:
+                if old != STOPPING_ and old != INTERRUPTING_:
                     self._refusal = "the task's code is no longer running"
                     return False
                 if self._arm_open:
@@ -591,10 +592,10 @@ class CancellableFuture(Future[T]):
                     return False
                 self._arm_open = True
                 self._interrupts_sent += 1
-                new = INTERRUPTED_
+                new = INTERRUPTING_
                 self._count(new)
             elif event == ABANDON:
-                if old != STOPPING_ and old != INTERRUPTED_:
+                if old != STOPPING_ and old != INTERRUPTING_:
                     return False
                 new = ABANDONED_
                 self._was_abandoned = True
@@ -726,7 +727,7 @@ class CancellableFuture(Future[T]):
                     counts.cancelled_pending += 1
                 elif new == STOPPING_:
                     counts.cancelled_running += 1
-                elif new == INTERRUPTED_:
+                elif new == INTERRUPTING_:
                     counts.interrupts += 1
                 elif new == ABANDONED_:
                     counts.abandoned += 1

@@ -107,11 +107,18 @@ class CancelSource:
         wakeup.fire()
         return True
 
-    def cancel_after(self, seconds: float, reason: str = "deadline") -> None:
+    def cancel_after(self, seconds: float, reason: str = "cancel_after") -> None:
         """Cancel this source *seconds* from now, unless it is cancelled before.
 
         A later call replaces the earlier timer (the last call wins, whether it moves the
         time earlier or later). The timer runs on cancelpool's timer thread.
+
+        This is a cancel, not a deadline: tasks linked to the source
+        (``with_options(token=source.token)``) are cancelled, and their futures raise
+        ``CancelledError``. The default reason is ``"cancel_after"``, not ``"deadline"``:
+        ``"deadline"`` is what a task's own deadline (``with_options(timeout=...)``)
+        cancels with, and its future fails with ``DeadlineExceeded`` instead. To have
+        every task of a group fail with ``DeadlineExceeded``, give them a deadline each.
 
         Args:
             seconds: Delay, ``>= 0``; ``math.inf`` never cancels (as if not called).

@@ -95,7 +95,7 @@ class SharedCounts:
         self.expired_running = 0  # RUNNING -> STOPPING, deadline passed
         self.broken = 0  # PENDING -> FINISHED with BrokenThreadPool, never run
         self.interrupts = (
-            0  # threads armed for TaskInterrupted (STOPPING/INTERRUPTED -> INTERRUPTED)
+            0  # threads armed for TaskInterrupted (STOPPING/INTERRUPTING -> INTERRUPTING)
         )
         self.abandoned = 0  # workers abandoned (-> ABANDONED)
         self.retired = WorkerCounts()  # abandoned workers let go of, summed (under lock)
