@@ -10,7 +10,7 @@ then, last, one line that counts every env::
 
 Test envs add their test counts, conformance envs their counts of CPython tests that pass
 with the stock executor and with ours (subtests included); an env without counts (lint,
-typing) adds one passed or one failed check; an env that failed without reporting a
+typing, docs, package) adds one passed or one failed check; an env that failed without reporting a
 failure in its counts (a crash, a hang, a failed install) adds one failed, as does an env
 expected but absent. Exits 1 if anything failed.
 """
@@ -28,6 +28,8 @@ from typing import NamedTuple, Optional
 EXPECTED = (
     "lint",
     "typing",
+    "docs",
+    "package",
     *(f"py3{m}" for m in range(9, 16)),
     "pypy3",
     *(f"conformance-py3{m}" for m in range(9, 16)),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import importlib.util
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +16,16 @@ import cancelpool
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.py"))
+API_PAGES = sorted((ROOT / "docs" / "api").glob("*.md"))
+# The directives that document a public name in the API pages: ``.. autoclass:: X``,
+# ``.. autofunction:: X``, ``.. data:: X``...
+API_DIRECTIVE = re.compile(r"^\.\. (?:auto)?(?:class|function|exception|data):: (\w+)$", re.M)
+# Private names a page may mention: the hooks a ``queue.Queue`` subclass overrides,
+# named by ``queue_get``'s docstring (the stdlib's, not ours).
+ALLOWED_PRIVATE = {"_get", "_qsize"}
+# The site builds only where Sphinx and the docs' packages are installed: the docs tox
+# env (tox -e docs); the test envs do not install them.
+HAVE_SPHINX = all(importlib.util.find_spec(m) for m in ("sphinx", "myst_parser", "furo"))
 
 EXPECTED = {
     "crawl.py": "cancel() -> True\nstopped -> True\nstate -> stopped\n",
@@ -60,7 +73,7 @@ def test_example_runs(example: Path) -> None:
     assert proc.stderr == ""
 
 
-def test_generated_docs_are_current() -> None:
+def test_included_examples_are_current() -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "docs" / "build.py"), "--check"],
         capture_output=True,
@@ -69,6 +82,61 @@ def test_generated_docs_are_current() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_public_name_is_in_the_api_pages() -> None:
+    documented = [
+        name for page in API_PAGES for name in API_DIRECTIVE.findall(page.read_text("utf-8"))
+    ]
+    assert sorted(documented) == sorted(cancelpool.__all__)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The HTML site, built as ``tox -e docs`` builds it: warnings are errors."""
+    if not HAVE_SPHINX:
+        pytest.skip("sphinx, myst-parser and furo are not installed (tox -e docs has them)")
+    out = tmp_path_factory.mktemp("html")
+    flags = ["-W", "--keep-going", "-n", "-q", "-b", "html", "-d", str(out / ".doctrees")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "sphinx", *flags, str(ROOT / "docs"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == "", proc.stderr  # no warning, even one -W would not catch
+    return out
+
+
+def _article(page: Path) -> str:
+    """The HTML of a built page's content (without the theme's navigation)."""
+    raw = page.read_text(encoding="utf-8")
+    return raw[raw.index("<article") : raw.index("</article>")]
+
+
+@pytest.mark.subprocess
+def test_site_api_pages_document_every_public_name(site: Path) -> None:
+    ids = set()
+    for page in (site / "api").glob("*.html"):
+        ids |= set(re.findall(r'id="cancelpool\.(\w+)"', _article(page)))
+    assert set(cancelpool.__all__) <= ids
+
+
+@pytest.mark.subprocess
+def test_site_api_pages_name_nothing_private(site: Path) -> None:
+    pages = sorted((site / "api").glob("*.html"))
+    assert len(pages) == len(API_PAGES)
+    for page in pages:
+        article = _article(page)
+        # Not in links or anchors either: ``_Default``, ``cancelpool._token``...
+        assert "_Default" not in article, page.name
+        assert not re.search(r"cancelpool\._[a-z]", article), page.name
+        assert "concurrent.futures._base" not in article, page.name
+        text = html.unescape(re.sub(r"<[^>]+>", "", article))
+        private = set(re.findall(r"[\w.]*\b_[A-Za-z]\w*", text)) - ALLOWED_PRIVATE
+        assert not private, (page.name, sorted(private))
 
 
 def test_every_doc_page_is_linked_from_the_index() -> None:

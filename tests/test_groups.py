@@ -85,9 +85,12 @@ class TestCancelSource:
         source.cancel_after(1.0)
         started = threading.Event()
         with CancellableThreadPoolExecutor(max_workers=1) as ex:
-            future = ex.with_options(token=source.token).submit(
-                lambda: (started.set(), current_token().wait(WAIT))
-            )
+
+            def task() -> bool:
+                started.set()
+                return current_token().wait(WAIT)
+
+            future = ex.with_options(token=source.token).submit(task)
             assert started.wait(WAIT)
             manual_clock.advance(1.0)
             assert source.reason == "cancel_after"

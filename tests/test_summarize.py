@@ -54,7 +54,7 @@ def full_run(tmp_path: Path, summarize: ModuleType) -> tuple[Path, Path]:
         where = chroot if name in chroot_names else host
         if name.startswith("conformance-"):
             write_conformance(where, name, 60, 0)
-        elif name not in ("lint", "typing"):
+        elif name not in ("lint", "typing", "docs", "package"):
             write_junit(where, name, 100, 0, 2)
     return host, chroot
 
@@ -68,8 +68,9 @@ def test_a_green_run_counts_every_env(tmp_path: Path, capsys: pytest.CaptureFixt
     summarize = load()
     host, chroot = full_run(tmp_path, summarize)
     assert summarize.main([str(host), str(chroot)]) == 0
-    # 8 suites x 98 passed, 7 conformance runs x 60, lint and typing one check each.
-    assert last_line(capsys) == "tests: 1206 passed, 0 failed, 16 skipped"
+    # 8 suites x 98 passed, 7 conformance runs x 60, lint, typing, docs and package one
+    # check each.
+    assert last_line(capsys) == "tests: 1208 passed, 0 failed, 16 skipped"
 
 
 def test_a_failed_env_without_counts_fails_the_line(
@@ -83,7 +84,7 @@ def test_a_failed_env_without_counts_fails_the_line(
     assert summarize.main([str(host), str(chroot)]) == 1
     out = capsys.readouterr().out
     assert "typing               FAILED (exit 1)" in out
-    assert out.splitlines()[-1] == "tests: 1205 passed, 1 failed, 16 skipped"
+    assert out.splitlines()[-1] == "tests: 1207 passed, 1 failed, 16 skipped"
 
 
 def test_a_crashed_suite_and_a_missing_env_count_as_failures(
@@ -100,4 +101,4 @@ def test_a_crashed_suite_and_a_missing_env_count_as_failures(
     assert "py315                did not run" in out
     assert "failed or missing: py39, py314, py315" in out
     # py39's 98 still count as passed; its crash and the 4 missing envs fail.
-    assert out.splitlines()[-1] == "tests: 890 passed, 5 failed, 12 skipped"
+    assert out.splitlines()[-1] == "tests: 892 passed, 5 failed, 12 skipped"

@@ -86,7 +86,7 @@ class TaskInterrupted(TaskCancelled):
     a function entry of the task's code (the traceback shows where), never inside a
     ``cancelpool.shield()`` block, an ``except``/``finally`` body, a context manager's
     ``__enter__``/``__exit__``, or the stdlib's threading, queue or logging code (see
-    ``cancelpool._inject``).
+    :doc:`/forced-cancellation`).
 
     Task code that catches it anyway (a bare ``except:``) keeps running; cancelpool then
     warns (``InterruptSwallowedWarning``), arms it again, and finally abandons the worker.

@@ -98,7 +98,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     thread from outside; for tasks that never check, a *forced* cancel escalates after a
     grace period: ``TaskInterrupted`` is raised in the task's thread at a safe point, and
     a worker still stuck ``abandon_after`` seconds later (blocked in C code) is detached
-    and replaced, so the pool keeps its capacity (see ``cancelpool._escalate``).
+    and replaced, so the pool keeps its capacity (see :doc:`/forced-cancellation`).
 
     Differences from ``ThreadPoolExecutor``:
 
@@ -259,7 +259,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         ``map()``'s calls and those of :meth:`with_options` views too, so that an
         override in a subclass or a wrapper set on the instance sees them all. A view's
         options reach the task even when such a hook wraps *fn* and then calls this
-        method (see ``cancelpool._options`` for how, and why that is safe).
+        method (how, and why that is safe: "Hooks on submit() see every task" in
+        :doc:`/compatibility`).
 
         Returns:
             The future of the call.
@@ -548,8 +549,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         With a *timeout*, the call returns within it plus a few milliseconds, however
         many tasks are queued: the queue is emptied at once, so none of its tasks can
         run; the first thousand are cancelled before the call returns, more while time
-        is left, and the rest by a thread of their own right after it (see
-        ``cancelpool._drain``). A future not cancelled yet when the call returns is
+        is left, and the rest by a thread of their own right after it (see "A long
+        queue" in :doc:`/shutdown`). A future not cancelled yet when the call returns is
         pending; ``result()``, ``wait()`` and ``as_completed()`` see it cancelled
         shortly after (a million take 1-5 s). A later ``shutdown(wait=True)`` waits
         for them too.
@@ -571,8 +572,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 returns within *timeout* whatever the tasks do.
 
         Returns:
-            The futures of the tasks whose code was still running when the call returned:
-            empty when every worker was done. A cancelled task that has not yet stopped
+            The futures of the tasks whose code was still running when the call returned
+            (empty when every worker was done). A cancelled task that has not yet stopped
             is in this tuple with ``task_state`` ``STOPPING``, ``INTERRUPTING`` or
             ``ABANDONED``. Tasks still queued (``cancel_futures=False``) are not;
             ``statistics().pending`` counts them.

@@ -297,7 +297,7 @@ class CancellableFuture(Future[T]):
 
     @property
     def task_state(self) -> TaskState:
-        """Where the task is now: requested and actual stops are told apart here.
+        """Where the task is now; requested and actual stops are told apart here.
 
         For a future not made by the executor, the state follows the future's own.
         """
