@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import subprocess
@@ -43,3 +44,6 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
     # Forced latency: 2 task shapes x 2 cancellers where injection works, none elsewhere.
     assert len(data["forced"]) == (4 if cancelpool.FORCE_AVAILABLE else 0)
     assert all(0 < row["p50_us"] <= row["p99_us"] for row in data["forced"])
+    # The dask plugin's rows (two workloads) where distributed is installed, none elsewhere.
+    assert len(data["dask"]) == (2 if importlib.util.find_spec("distributed") else 0)
+    assert all(row["ratio"] > 0 for row in data["dask"])

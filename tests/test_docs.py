@@ -52,8 +52,15 @@ EXPECTED = {
         "done -> [10, 20, 30]\nstopped -> True True\nstates -> stopped stopped\n"
         "queue_get outside a task -> queue.Empty\n"
     ),
+    "dask_cancel.py": (
+        "running -> True\nnext task -> 6\nthe task saw -> dask-cancel\n"
+        "slow_job: DeadlineExceeded after 0.3 s\n"
+    ),
 }
 NEEDS_INJECTION = {"force_legacy_loop.py", "shield_critical.py"}
+# The dask extra: distributed installs on CPython 3.10+ only (not on 3.9 or PyPy).
+NEEDS_DISTRIBUTED = {"dask_cancel.py"}
+HAVE_DISTRIBUTED = importlib.util.find_spec("distributed") is not None
 
 
 def test_every_example_has_an_expected_output() -> None:
@@ -65,6 +72,11 @@ def test_every_example_has_an_expected_output() -> None:
 def test_example_runs(example: Path) -> None:
     if example.name in NEEDS_INJECTION and not cancelpool.FORCE_AVAILABLE:
         pytest.skip("needs injection")
+    if example.name in NEEDS_DISTRIBUTED and not HAVE_DISTRIBUTED:
+        pytest.skip(
+            "needs dask.distributed (pip install 'cancelpool[dask]'), "
+            "not installed on this interpreter"
+        )
     proc = subprocess.run(
         [sys.executable, str(example)], capture_output=True, text=True, timeout=60, check=False
     )

@@ -19,6 +19,7 @@ freezes the run.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import pkgutil
@@ -56,6 +57,8 @@ LOCK_TYPES = (
 def package_modules() -> Iterator[ModuleType]:
     """Every module of the package (``__main__`` is a command line, not a library module)."""
     for info in pkgutil.iter_modules(cancelpool.__path__):
+        if info.name == "dask" and importlib.util.find_spec("distributed") is None:
+            continue  # the optional extra: importing it without distributed raises
         if info.name != "__main__":
             yield importlib.import_module(f"cancelpool.{info.name}")
 

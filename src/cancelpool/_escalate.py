@@ -343,7 +343,11 @@ def describe(future: CancellableFuture[Any]) -> str:
     """``task fn(args...) [reason='...']`` for messages; never raises."""
     worker = find_worker(future)
     item = worker.current_item if worker is not None else None
-    if item is None:
+    # What an integration knows the task as (cancelpool.dask: the task's key), if set.
+    label = future.__dict__.get("_label")
+    if isinstance(label, str):
+        call = label
+    elif item is None:
         call = repr(future)
     else:
         name = getattr(item.fn, "__qualname__", None) or repr(item.fn)
@@ -370,9 +374,9 @@ def task_frames(future: CancellableFuture[Any]) -> Optional[list[FrameType]]:
     """
     tally = future._tally
     frame = sys._current_frames().get(tally.tid) if tally is not None else None
-    stop = _inject._stop_code()
+    stop, wrapper = _inject.stop_codes()
     frames = []
-    while frame is not None and frame.f_code is not stop:
+    while frame is not None and frame.f_code is not stop and frame.f_code is not wrapper:
         frames.append(frame)
         frame = frame.f_back
     return None if frame is None else frames

@@ -117,12 +117,14 @@ __all__ = (
     "MECHANISM",
     "PROTECTED",
     "abandoned",
+    "add_task_caller",
     "arm",
     "candidate",
     "disarm",
     "gil_disabled",
     "is_protected",
     "judge",
+    "stop_codes",
     "thread_state",
     "unsafe_reason",
 )
@@ -215,6 +217,9 @@ _armed: dict[int, CancellableFuture[Any]] = {}
 _abandoned: set[int] = set()
 _registry_lock = threading.Lock()
 _STOP_CODE: Optional[CodeType] = None
+#: The code of a wrapper that calls task functions in its turn (``add_task_caller``);
+#: the worker's own code until one is registered.
+_WRAPPER_CODE: Optional[CodeType] = None
 
 
 def _after_fork_in_child() -> None:
@@ -355,12 +360,13 @@ def unsafe_reason(
         return "inside cancelpool.shield()"
     if sys.exc_info()[1] is not None:
         return "handling an exception (in an except or finally block, or an __exit__)"
-    stop = _stop_code()
+    stop, wrapper = stop_codes()
     frames = []
-    while frame is not None and frame.f_code is not stop:
+    while frame is not None and frame.f_code is not stop and frame.f_code is not wrapper:
         frames.append(frame)
         frame = frame.f_back
-    if frame is None:
+    if frame is None or not frames:
+        # Not in the task's code, or in the frame that calls it (ours): never there.
         return "not running the task's code"
     at = offset
     for frame in frames:
@@ -385,3 +391,29 @@ def _stop_code() -> CodeType:
 
         _STOP_CODE = TASK_CALLER_CODE
     return _STOP_CODE
+
+
+def stop_codes() -> tuple[CodeType, CodeType]:
+    """The codes of the frames a walk down a task's stack stops at, innermost wins.
+
+    The worker's frame that calls the task (``_worker.TASK_CALLER_CODE``), and the frame
+    of a wrapper registered with ``add_task_caller`` (the same code if none is): the
+    task's frames are the ones above the innermost such frame.
+    """
+    stop = _stop_code()
+    return stop, _WRAPPER_CODE or stop
+
+
+def add_task_caller(code: CodeType) -> None:
+    """Make *code*, cancelpool code that calls a task's function, a frame walks stop at.
+
+    For an integration whose executor runs its own bookkeeping frame between the worker
+    and the user's function (``cancelpool.dask``): that frame is in a protected module,
+    so without this every frame above it would be judged as inside it, and a forced
+    cancel could never land. Frames above it are the task's; it and the frames below are
+    never interrupted (a walk that starts at it finds no task frame). One wrapper at most.
+    """
+    global _WRAPPER_CODE
+    if _WRAPPER_CODE is not None and _WRAPPER_CODE is not code:
+        raise RuntimeError(f"a task caller is registered already: {_WRAPPER_CODE!r}")
+    _WRAPPER_CODE = code

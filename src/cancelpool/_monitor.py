@@ -99,9 +99,9 @@ def start(tid: int, tstate: int, top: Optional[FrameType]) -> Optional[str]:
     look is armed by its own ``PY_START``/``PY_RESUME``; the look only has to find the
     frames already running. Called under ``_inject``'s registry lock.
     """
-    stop = _inject._stop_code()
+    stop, wrapper = _inject.stop_codes()
     frame = top
-    while frame is not None and frame.f_code is not stop:
+    while frame is not None and frame.f_code is not stop and frame.f_code is not wrapper:
         if not _inject.is_protected(frame.f_globals.get("__name__", "")):
             _instrument(frame.f_code)
         frame = frame.f_back

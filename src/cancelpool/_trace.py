@@ -149,9 +149,9 @@ def start(tid: int, tstate: int, top: Optional[FrameType]) -> Optional[str]:
         _set_trace(tstate, _trampoline, _global_trace)
     except Exception as exc:  # noqa: BLE001 - an audit hook refused sys.settrace
         return f"setting its trace function failed: {exc!r}"
-    stop_code = _inject._stop_code()
+    stop_code, wrapper = _inject.stop_codes()
     frame = top
-    while frame is not None and frame.f_code is not stop_code:
+    while frame is not None and frame.f_code is not stop_code and frame.f_code is not wrapper:
         if not _inject.is_protected(frame.f_globals.get("__name__", "")):
             # Where the frame is now is unknown here: it runs between our steps (the
             # GIL changes hands between them), so the frame's first event only sets the

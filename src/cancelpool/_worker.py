@@ -431,7 +431,9 @@ class WorkerThread(threading.Thread):
             future._transition(COMPLETE, "", result, None, tally)
         finally:
             self.current_item = None
-            if future._was_abandoned:
+            # Abandoned by the ladder, or detached from the pool another way (a dask
+            # task that seceded, ``cancelpool.dask``): leave, and let the executor go.
+            if future._was_abandoned or self.abandoned:
                 self._leave_abandoned()
             deadline = future._deadline
             if deadline is not None:
@@ -474,7 +476,7 @@ class WorkerThread(threading.Thread):
             running = future._task in CODE_RUNNING
         if running:
             future._transition(COMPLETE, "", None, None, self.counts)
-        if future._was_abandoned:
+        if future._was_abandoned or self.abandoned:
             self._leave_abandoned()
 
     # ------------------------------------------------------------ exit and abandon
