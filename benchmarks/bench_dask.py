@@ -27,6 +27,7 @@ Usage (the venv needs ``distributed``; without it this says so and exits 0)::
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import platform
@@ -68,6 +69,29 @@ def spin(i: int, loops: int) -> int:
     for _ in range(loops):
         x += 1
     return i + x
+
+
+def wait_for_cancel(i: int) -> int:
+    """Cooperative: signal that it runs, then wait on its token (60 s if left alone)."""
+    import distributed
+
+    import cancelpool
+
+    token = cancelpool.current_token()
+    distributed.Event(f"cancelpool-bench-started-{i}").set()
+    token.wait(60)
+    return i
+
+
+def loop_forever(i: int) -> int:
+    """Pure Python that never checks its token: only a forced cancel stops it."""
+    import distributed
+
+    distributed.Event(f"cancelpool-bench-started-{i}").set()
+    x = 0
+    while x >= 0:
+        x += 1
+    return i
 
 
 def executor_name(dask_worker: Any) -> str:
@@ -220,6 +244,77 @@ def dask_rows(n: int, rounds: int) -> list[dict[str, Any]]:
     return [summary(name, loads[name][1], t["plain"], t["ours"]) for name, t in times.items()]
 
 
+def stop_rows(trials: int) -> list[dict[str, Any]]:
+    """How soon ``client.cancel()`` of a running task frees a one-thread worker.
+
+    On a ``LocalCluster`` of one worker process with one thread and the plugin
+    registered: a task signals (a ``distributed.Event``) that it runs; the clock starts
+    at ``client.cancel()`` and stops when a next task, submitted right after it, has
+    returned its result to the client. So it includes the messages client -> scheduler
+    -> worker and back, and is what a dask user sees. Two tasks: one waiting on its token
+    (the default plugin), one pure-Python loop that never checks it
+    (``CancelRunningTasks(force=True, grace=0)``: interrupted at once).
+
+    Returns:
+        One dict per task: p50, p99 and max in ms over *trials*.
+    """
+    import distributed
+
+    from cancelpool.dask import CancelRunningTasks
+
+    if __name__ != "__main__":
+        import cloudpickle  # type: ignore[import-not-found, unused-ignore]  # with distributed
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cases = [
+        ("waiting on its token", wait_for_cancel, CancelRunningTasks()),
+        ("pure-Python loop, force=True grace=0", loop_forever, CancelRunningTasks(True, 0.0)),
+    ]
+    rows = []
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None,
+    )  # fmt: skip
+    try:
+        with distributed.Client(cluster, timeout=TIMEOUT) as client:
+            for label, fn, plugin in cases:
+                _bounded(client, functools.partial(client.register_plugin, plugin))
+                times = []
+                for i in range(trials):
+                    key = f"{fn.__name__}-{i}"
+                    future = client.submit(fn, i, key=key)
+                    started = distributed.Event(f"cancelpool-bench-started-{i}", client=client)
+                    if not started.wait(timeout=TIMEOUT):
+                        raise TimeoutError(f"{key} did not start within {TIMEOUT} s")
+                    t0 = time.perf_counter()
+                    client.cancel(future)
+                    after = client.submit(noop, i, pure=False).result(timeout=TIMEOUT)
+                    times.append(time.perf_counter() - t0)
+                    started.clear()
+                    if after != i:
+                        raise RuntimeError(f"the task after {key} returned {after!r}")
+                    del future
+                    settle(client)
+                times.sort()
+                rows.append({
+                    "task": label, "trials": trials,
+                    "p50_ms": times[len(times) // 2] * 1e3,
+                    "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3,
+                    "max_ms": times[-1] * 1e3,
+                })  # fmt: skip
+    finally:
+        cluster.close(timeout=TIMEOUT)
+    return rows
+
+
+def print_stop_rows(rows: list[dict[str, Any]]) -> None:
+    """The stop-latency table."""
+    print("  client.cancel() of a running task to the next task's result, one-thread worker:")
+    for r in rows:
+        print(f"  {r['task']:40} p50 {r['p50_ms']:7.1f}ms  p99 {r['p99_ms']:7.1f}ms  "
+              f"max {r['max_ms']:7.1f}ms  ({r['trials']} trials)")  # fmt: skip
+
+
 def summary(name: str, n: int, plain: list[float], ours: list[float]) -> dict[str, Any]:
     """One row: per-task seconds of each round, as µs medians, extremes and ratios."""
     pairs = [o / p for p, o in zip(plain, ours)]
@@ -260,6 +355,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 rounds of 200 tasks")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of each mode")
     parser.add_argument("--tasks", type=int, default=None, help="no-op tasks a round")
+    parser.add_argument("--stop-trials", type=int, default=None, help="cancels timed")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 9)
@@ -275,8 +371,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(header(n, rounds))
     rows = dask_rows(n, rounds)
     print_rows(rows)
+    stops = stop_rows(args.stop_trials or (5 if args.quick else 100))
+    print_stop_rows(stops)
     if args.json:
-        results = {"python": env, "distributed": distributed.__version__, "dask": rows}
+        results = {
+            "python": env, "distributed": distributed.__version__, "dask": rows,
+            "dask_stop": stops,
+        }  # fmt: skip
         args.json.write_text(json.dumps(results, indent=2))
     return 0
 

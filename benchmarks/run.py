@@ -142,6 +142,7 @@ class Sizes:
         self.window_n = 20_000 if quick else 1_000_000
         # dask's scheduler costs about 1 ms a task: thousands, not 100,000.
         self.dask_n = 200 if quick else 2_000
+        self.dask_stop_trials = 5 if quick else 100
 
 
 def run_throughput(size: Sizes) -> dict[str, Any]:
@@ -256,10 +257,12 @@ def run_dask(size: Sizes) -> dict[str, Any]:
     print(bench_dask.header(size.dask_n, size.rounds))
     if not bench_dask.AVAILABLE:
         print(f"  {bench_dask.MISSING}")
-        return {"dask": []}
+        return {"dask": [], "dask_stop": []}
     rows = bench_dask.dask_rows(size.dask_n, size.rounds)
     bench_dask.print_rows(rows)
-    return {"dask": rows}
+    stops = bench_dask.stop_rows(size.dask_stop_trials)
+    bench_dask.print_stop_rows(stops)
+    return {"dask": rows, "dask_stop": stops}
 
 
 def print_latency(label: str, row: dict[str, Any], width: int = 46) -> None:

@@ -47,3 +47,5 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
     # The dask plugin's rows (two workloads) where distributed is installed, none elsewhere.
     assert len(data["dask"]) == (2 if importlib.util.find_spec("distributed") else 0)
     assert all(row["ratio"] > 0 for row in data["dask"])
+    assert len(data["dask_stop"]) == len(data["dask"])
+    assert all(0 < row["p50_ms"] <= row["p99_ms"] for row in data["dask_stop"])

@@ -55,6 +55,17 @@ dropped when the key leaves ``cancelled``: then its execution has ended (``relea
 or the scheduler wants the running result after all (``resumed``), and no run of an
 earlier cancel may be hit by it.
 
+Seceding and rejoining move threads between the pool's ``_threads`` and its detached
+list under the executor's own locks (``_shutdown_lock``, the global lock, the counts'
+lock), as abandoning does; a rejoin is handed over under ``_rejoin_lock``, taken first.
+The thread that gives its place marks itself to leave after its task; the one that
+rejoins is unmarked by it before the ``threading.Event`` it waits on is set, so it reads
+the change when it wakes. Each thread reads its own mark only at the end of its task.
+
+The run's label (its key, which warnings name) is written on its future before
+``_started`` registers the run under ``_lock``; every cancel of the run, and so every
+escalation and warning, comes after that registration, so it sees the label.
+
 Lock order: ``_started``/``_stopped`` run under dask's ``active_threads_lock`` and take
 ``_lock`` inside it; nothing takes ``active_threads_lock`` while holding ``_lock``.
 The timer's lock (``call_later``) is taken inside ``_lock``; the timer runs its actions
