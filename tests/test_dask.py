@@ -96,6 +96,11 @@ def expect(log: Any, *items: tuple[Any, ...]) -> None:
     assert sorted(got, key=repr) == sorted(items, key=repr)
 
 
+def worker_log(client: Any) -> str:
+    """Everything the workers logged (what ``client.get_worker_logs()`` returns)."""
+    return "\n".join(line for logs in client.get_worker_logs().values() for _, line in logs)
+
+
 def pools(client: Any) -> list[dict[str, Any]]:
     return list(client.run(tasks.pool_of).values())
 
@@ -120,6 +125,9 @@ def test_client_cancel_stops_a_cooperative_task(then_next_task: bool) -> None:
         (pool,) = pools(client)
         assert pool["class"] == "_DaskThreadPoolExecutor"
         assert pool["threads"] == 1
+        # Reported as cancelled, not as an error (test_a_deadline_annotation... shows
+        # the line this would be).
+        assert "Compute Failed" not in worker_log(client)
 
 
 def test_without_the_plugin_the_cancelled_task_keeps_its_thread() -> None:
@@ -183,6 +191,8 @@ def test_force_abandons_a_thread_stuck_in_c_and_frees_the_slot() -> None:
         assert pool["stats"]["abandoned_workers"] == 1
         assert pool["threads"] == 1  # the replacement; dask counts the slot free
         assert pool["executing"] == 0
+        assert future.status == "cancelled"
+        assert "Compute Failed" not in worker_log(client)
 
 
 # ------------------------------------------------------------------------- scale
@@ -307,6 +317,7 @@ def test_a_deadline_annotation_fails_the_task_with_deadline_exceeded() -> None:
         error = future.exception(timeout=WAIT)
         assert isinstance(error, cancelpool.DeadlineExceeded)
         assert "0.2 s" in str(error)
+        assert "Compute Failed" in worker_log(client)  # a task error, as dask logs one
         # The slot is free again.
         assert client.submit(tasks.inc, 1).result(timeout=WAIT) == 2
 
@@ -317,8 +328,7 @@ def test_a_bad_deadline_annotation_is_logged_and_ignored(bad: object) -> None:
         with dask.annotate(**{ANNOTATION: bad}):
             future = client.submit(tasks.inc, 1)
         assert future.result(timeout=WAIT) == 2
-        logs = [line for logs in client.get_worker_logs().values() for _, line in logs]
-        assert any(f"task {future.key!r} has no deadline" in line for line in logs), logs
+        assert f"task {future.key!r} has no deadline" in worker_log(client)
 
 
 def test_a_task_that_ends_in_time_is_not_touched_by_its_deadline() -> None:
