@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cancelpool import CancellableThreadPoolExecutor, TaskState, _drain, current_token
+from cancelpool import CancellableThreadPoolExecutor, TaskState, _drain, _timer, current_token
 from cancelpool._drain import SYNC_ITEMS
 
 from .conftest import WAIT, run_forking_program, run_python
@@ -480,3 +480,67 @@ class TestLongQueue:
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.split("\n") == ["handed off True", f"at exit {self.N}", ""]
         assert proc.stderr == ""
+
+
+class TestNoTimerThreadAfterShutdown:
+    """shutdown(wait=True) leaves no thread of ours behind, the timer's included.
+
+    CPython's suite checks it right after each test's shutdown (``threading_cleanup``);
+    a conformance run on 3.10 saw the timer thread, idling out its last second, there.
+    """
+
+    @pytest.fixture(autouse=True)
+    def own_timer(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # A scheduler of this test's own: actions other tests left (withdrawn deadlines,
+        # an executor never shut down) must not decide whether the thread may go.
+        monkeypatch.setattr(_timer, "_scheduler", _timer.Scheduler())
+
+    def timer_threads(self) -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "cancelpool-timer"]
+
+    def test_after_a_cancelled_task_stopped_within_its_grace(self) -> None:
+        # As CPython's test_map_timeout: a running task is cancelled (without force:
+        # its StillRunningWarning step is scheduled at the end of the grace period),
+        # and ends before that, on its own.
+        started, finish = threading.Event(), threading.Event()
+
+        def ignores_its_token() -> None:
+            started.set()
+            assert finish.wait(WAIT)
+
+        before = self.timer_threads()
+        ex = CancellableThreadPoolExecutor(1, grace=60.0)
+        future = ex.submit(ignores_its_token)
+        assert started.wait(WAIT)
+        assert future.cancel()
+        assert len(self.timer_threads()) == len(before) + 1  # the step, due in 60 s
+        finish.set()
+        ex.shutdown(wait=True)
+        assert self.timer_threads() == before
+
+    def test_after_deadlines_that_never_came(self) -> None:
+        before = self.timer_threads()
+        ex = CancellableThreadPoolExecutor(2)
+        view = ex.with_options(timeout=3600.0, timeout_from="submit")
+        assert [f.result(WAIT) for f in [view.submit(pow, 2, i) for i in range(5)]] == [
+            1, 2, 4, 8, 16,
+        ]  # fmt: skip
+        ex.shutdown(wait=True)
+        assert self.timer_threads() == before
+
+    def test_a_timer_with_work_left_stays(self) -> None:
+        # Another executor's task still has a deadline: the thread must stay for it.
+        started = threading.Event()
+
+        def waits(token_wait: float) -> bool:
+            started.set()
+            return current_token().wait(token_wait)
+
+        other = CancellableThreadPoolExecutor(1, task_timeout=0.2)
+        expiring = other.submit(waits, WAIT)
+        assert started.wait(WAIT)
+        ex = CancellableThreadPoolExecutor(1)
+        assert ex.submit(pow, 2, 3).result(WAIT) == 8
+        ex.shutdown(wait=True)
+        assert expiring.exception(WAIT) is not None  # its deadline still came
+        other.shutdown(wait=True)

@@ -457,3 +457,43 @@ def test_the_default_idle_timeout_is_about_a_second() -> None:
     assert thread.is_alive()  # not before about a second
     thread.join(WAIT)
     assert not thread.is_alive() and scheduler._thread is None
+
+
+def test_retire_if_idle_ends_an_idle_thread_before_it_returns() -> None:
+    # shutdown(wait=True) calls it: no thread of ours may outlive that call (CPython's
+    # threading_cleanup() looks right after it), and the idle wait lasts a second.
+    scheduler = Scheduler()  # the default idle timeout: 1 s
+    ran = threading.Event()
+    scheduler.call_later(0.0, ran.set)
+    assert ran.wait(WAIT)
+    thread = scheduler._thread
+    assert thread is not None and thread.is_alive()
+    scheduler.retire_if_idle(WAIT)
+    assert not thread.is_alive() and scheduler._thread is None
+    # The next action starts another thread, which idles as before.
+    again = threading.Event()
+    scheduler.call_later(0.0, again.set)
+    assert again.wait(WAIT)
+    assert scheduler.starts == 2
+    scheduler.retire_if_idle(WAIT)
+
+
+def test_retire_if_idle_leaves_a_thread_that_has_actions_to_run() -> None:
+    scheduler = Scheduler(idle_timeout=0.0)
+    ran = threading.Event()
+    later = scheduler.call_later(3600.0, lambda: None)  # a real action, an hour away
+    wait_for(lambda: scheduler._until[0] == later.when, "the thread to sleep until it")
+    thread = scheduler._thread
+    scheduler.retire_if_idle(WAIT)
+    assert thread is not None and thread.is_alive() and scheduler._thread is thread
+    scheduler.call_later(0.0, ran.set)
+    assert ran.wait(WAIT)
+    later.cancel()
+    scheduler.tidy()
+    wait_for(lambda: scheduler._thread is None, "the idle timer thread to exit")
+
+
+def test_retire_if_idle_without_a_thread_does_nothing() -> None:
+    scheduler = Scheduler()
+    scheduler.retire_if_idle(WAIT)
+    assert scheduler._thread is None and scheduler.starts == 0

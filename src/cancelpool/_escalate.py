@@ -220,8 +220,20 @@ class Ladder:
             self.handle.cancel()
 
     def schedule(self, when: float, action: Any) -> None:
-        """Run *action* on the timer thread at *when*."""
-        self.handle = self.policy.scheduler.call_at(when, action)
+        """Run *action* on the timer thread at *when*, unless the task's code has ended.
+
+        Decided under the future's lock, where COMPLETE withdraws the step scheduled
+        (``_transition``): either the step is scheduled first and COMPLETE withdraws it,
+        or COMPLETE comes first and nothing is scheduled. So no step of a task whose code
+        has ended stays on the timer, keeping its thread alive until due (issue 13: a
+        conformance run saw the thread outlive ``shutdown(wait=True)``).
+        """
+        future = self.future
+        with future._condition:
+            state = future._task
+            if state not in CODE_STOPPING or state == ABANDONED_:
+                return  # nothing left to do: step() would return at once
+            self.handle = self.policy.scheduler.call_at(when, action)
 
     def step(self) -> None:
         """The next rung: decide from where the task is now (on the timer thread)."""

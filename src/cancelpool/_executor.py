@@ -626,8 +626,13 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             if drop is not None:  # futures done, even those an earlier call handed off
                 drop.finish(deadline)
         # Nothing of ours stays on the timer that no running task needs, so its thread
-        # exits once idle (a pending deadline check would keep it until due).
+        # exits once idle (a pending deadline check would keep it until due); with
+        # wait=True, no thread of ours outlives the call: if nothing at all is scheduled,
+        # the timer thread exits now (Scheduler.retire_if_idle).
         self._deadlines.close()
+        if wait:
+            left = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            self._policy.scheduler.retire_if_idle(min(left, 1.0))
         abandoned = list(self._abandoned)  # one step: a worker may retire meanwhile
         running = self._still_running(workers + [w for w in abandoned if w not in workers])
         _reraise(stop)  # a token callback's KeyboardInterrupt, once all the rest is done

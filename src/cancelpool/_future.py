@@ -535,6 +535,11 @@ class CancellableFuture(Future[T]):
                     new = STOPPED_
                     if tally is not None:
                         tally.stopped += 1
+                    ladder = self._ladder
+                    if ladder is not None and ladder.handle is not None:
+                        # Its next step has nothing left to do: withdraw it (lock-free),
+                        # so that it keeps no timer thread alive (Ladder.schedule).
+                        ladder.handle.cancel()
                     if self._arm_open:
                         # We are the task's thread: close the arm, so that it can never
                         # fire in this worker's next task.

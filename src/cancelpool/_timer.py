@@ -253,6 +253,36 @@ class Scheduler:
             if after > before and self._thread is not None and self._until[0] > _AWAKE:
                 self._wake()  # it sleeps until a withdrawn one
 
+    def retire_if_idle(self, timeout: float) -> None:
+        """If nothing is scheduled, have the timer thread exit now, and wait for it.
+
+        For ``shutdown(wait=True)``, after ``tidy()``: a program (or CPython's own test
+        suite, whose ``threading_cleanup()`` runs right after an executor's shutdown)
+        expects no thread of the executor to outlive ``shutdown(wait=True)``, and the idle
+        thread would otherwise stay ``idle_timeout`` seconds more. The thread is told
+        under ``_cond`` that its idle time is over (``_scheduled_at``); an action taken in
+        meanwhile resets it, and the thread runs it instead of exiting, so nothing
+        scheduled is ever dropped. Waits at most *timeout* seconds, and not at all once
+        the thread has taken new work.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._absorb()
+            self._sweep()
+            thread = self._thread
+            if thread is None or thread is threading.current_thread() or self._heap:
+                return
+            self._scheduled_at = -math.inf  # its idle time is over
+            self._wake()
+        while thread.is_alive():
+            with self._cond:
+                let_go = self._thread is not thread
+                busy = not let_go and bool(self._heap or self._incoming)
+            left = deadline - time.monotonic()
+            if busy or left <= 0:
+                return  # it has work again: it stays, as it should
+            thread.join(left if let_go else min(left, 0.001))
+
     def _wake(self) -> None:
         """Under ``_cond``: re-arm the sleeping thread's wait; it looks first, then sleeps."""
         self._cond.notify()
