@@ -151,7 +151,7 @@ from ._timer import TimerHandle
 from ._validate import check_bool, check_timeout
 from ._worker import WorkerThread
 
-__all__ = ("ANNOTATION", "REASON", "CancelRunningTasks")
+__all__ = ("ANNOTATION", "CLOSE_REASON", "REASON", "CancelRunningTasks")
 
 #: Under dask's worker logger, so that what the plugin logs is where dask users look:
 #: the worker's log, ``client.get_worker_logs()``, the dashboard.
