@@ -121,6 +121,17 @@ def _time_spin(loops: int) -> float:
     return time.perf_counter() - t0
 
 
+def _send_tasks_by_value() -> None:
+    """Have the workers unpickle this module's tasks by value: they need not import it.
+
+    (Run as a script, the module is ``__main__``, which cloudpickle sends by value anyway.)
+    """
+    if __name__ != "__main__":
+        import cloudpickle  # type: ignore[import-not-found, unused-ignore]  # with distributed
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
 def _bounded(client: Any, call: Callable[[], Any]) -> Any:
     """``call()`` (a client method) with a timeout: run on the client's event loop.
 
@@ -215,11 +226,7 @@ def dask_rows(n: int, rounds: int) -> list[dict[str, Any]]:
     """
     import distributed
 
-    if __name__ != "__main__":
-        # Workers unpickle tasks by value: they need not import this module.
-        import cloudpickle  # type: ignore[import-not-found, unused-ignore]  # with distributed
-
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    _send_tasks_by_value()
     loads = workloads(n, calibrate())
     times: dict[str, dict[str, list[float]]] = {name: {"plain": [], "ours": []} for name in loads}
     cluster = distributed.LocalCluster(
@@ -262,10 +269,7 @@ def stop_rows(trials: int) -> list[dict[str, Any]]:
 
     from cancelpool.dask import CancelRunningTasks
 
-    if __name__ != "__main__":
-        import cloudpickle  # type: ignore[import-not-found, unused-ignore]  # with distributed
-
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    _send_tasks_by_value()
     cases = [
         ("waiting on its token", wait_for_cancel, CancelRunningTasks()),
         ("pure-Python loop, force=True grace=0", loop_forever, CancelRunningTasks(True, 0.0)),

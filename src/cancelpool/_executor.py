@@ -481,10 +481,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         with self._shutdown_lock, _worker.global_shutdown_lock:
             if worker.abandoned:
                 return False
-            worker.abandoned = True
-            with self._counts.lock:  # one step for statistics() (see there)
-                self._threads.discard(worker)
-                self._abandoned.append(worker)
+            self._detach_worker(worker)
             _worker.forget_worker(worker)
             # Keep the pool's capacity while it may still get work: not shut down, or
             # shut down with tasks still queued that someone must run or drop. Never at
@@ -499,6 +496,20 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 self._start_worker(weakref_cb)
                 return True
             return False
+
+    def _detach_worker(self, worker: WorkerThread) -> None:
+        """Take *worker* out of the pool: it finishes its task, then leaves and retires.
+
+        Call under ``_shutdown_lock`` and the global lock. The move from ``_threads`` to
+        ``_abandoned`` is one step under the counts' lock, so that ``statistics()``
+        counts the worker's tasks once (see there); ``abandoned`` makes the worker leave
+        after its task (``WorkerThread.run_task``). For the ladder's abandonment, and for
+        a dask task that secedes (``cancelpool.dask``).
+        """
+        worker.abandoned = True
+        with self._counts.lock:
+            self._threads.discard(worker)
+            self._abandoned.append(worker)
 
     def _retire_worker(self, worker: WorkerThread) -> None:
         """Let go of abandoned *worker*: its task's code has ended and it is exiting.

@@ -390,10 +390,7 @@ class _DaskThreadPoolExecutor(CancellableThreadPoolExecutor):
         with self._shutdown_lock, _worker.global_shutdown_lock:
             if not isinstance(thread, WorkerThread) or thread not in self._threads:
                 raise KeyError(thread)
-            with self._counts.lock:  # one step for statistics(), as _abandon_worker
-                self._threads.discard(thread)
-                self._abandoned.append(thread)
-            thread.abandoned = True  # after its task, it leaves (WorkerThread.run_task)
+            self._detach_worker(thread)  # after its task, it leaves (unless it rejoins)
             if not self._shutdown and not self._broken and not _worker.is_global_shutdown():
                 self._adjust_thread_count()
 
@@ -414,13 +411,11 @@ class _DaskThreadPoolExecutor(CancellableThreadPoolExecutor):
                 # Only threads that seceded from this pool rejoin it (the shim they
                 # were given names it); dask's own threads rejoin dask's pool.
                 assert isinstance(joining, WorkerThread)
-                with self._counts.lock:
-                    self._threads.discard(me)
-                    self._abandoned.append(me)
+                self._detach_worker(me)
+                with self._counts.lock:  # back into the pool, in one step as well
                     if joining in self._abandoned:
                         self._abandoned.remove(joining)
                     self._threads.add(joining)
-                me.abandoned = True
                 joining.abandoned = False
         event.set()
 
