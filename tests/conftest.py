@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -126,6 +127,21 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT) ->
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.001)
+
+
+def wait_collected(ref: Callable[[], object], what: str) -> None:
+    """Collect garbage until *ref*'s object is gone; fail the test after ``WAIT``.
+
+    A worker holds its executor strongly for a moment (``_executor_ref()`` when it goes
+    idle, and when it starts a task), so one ``gc.collect()`` at that moment still finds
+    it alive (seen on PyPy). What a test asserts is that nothing keeps it for good.
+    """
+
+    def gone() -> bool:
+        gc.collect()
+        return ref() is None
+
+    wait_for(gone, what)
 
 
 @pytest.fixture

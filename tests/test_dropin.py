@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import re
 import threading
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import WAIT, ExecutorClass, wait_for
+from .conftest import WAIT, ExecutorClass, wait_collected, wait_for
 
 
 def mul(x: int, y: int) -> int:
@@ -169,8 +168,7 @@ class TestWorkers:
         threads = list(ex._threads)
         ref = weakref.ref(ex)
         del ex
-        gc.collect()
-        assert ref() is None
+        wait_collected(ref, "the executor to be collected")
         for t in threads:
             t.join(WAIT)
             assert not t.is_alive()

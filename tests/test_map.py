@@ -16,7 +16,7 @@ import pytest
 
 from cancelpool import CancellableThreadPoolExecutor, current_token
 
-from .conftest import WAIT, wait_for
+from .conftest import WAIT, wait_collected, wait_for
 
 
 class Tasks:
@@ -275,8 +275,7 @@ class TestBuffersize:
         gc.collect()
         assert ref() is not None  # kept while the iterator may submit more
         del results
-        gc.collect()
-        assert ref() is None
+        wait_collected(ref, "the executor to be collected")
         wait_for(lambda: workers_exited(workers), "the dropped executor's workers to exit")
 
     def test_an_iterator_that_submitted_its_last_call_lets_its_executor_go(self) -> None:
@@ -286,8 +285,7 @@ class TestBuffersize:
         assert next(results) == 1  # submits the third call
         assert next(results) == 2  # finds no fourth: lets go of the executor
         del ex
-        gc.collect()
-        assert ref() is None
+        wait_collected(ref, "the executor to be collected")
         assert list(results) == [3]  # the buffered call still completes
 
     def test_an_iterator_whose_executor_was_shut_down_raises(self) -> None:
